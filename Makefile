@@ -1,0 +1,55 @@
+# fingerd: `make run` serves the example config on port 1079; `make check` runs every test.
+# Both set up what they need on a fresh Debian bookworm machine (apt packages when root).
+
+SHELL := /bin/bash
+# Debian's interpreter, named by path: the product runs on it, and `python3` on PATH may be
+# something else (a pyenv shim here).
+PYTHON := /usr/bin/python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+
+# Debian packages the tests use: the real finger client, systemd-socket-activate, unshare/ip
+# for a private network namespace, python3-systemd for journal records, and the tools that
+# build and boot the packaging test's container.
+APT_PACKAGES := python3 python3-venv python3-systemd finger systemd iproute2 util-linux \
+	openssl ca-certificates
+
+.PHONY: all run check test lint deps apt-deps clean bench deb
+
+all: check
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+	touch $@
+
+apt-deps:
+ifeq ($(ROOT),yes)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+else
+	@echo "not root: not installing Debian packages ($(APT_PACKAGES)); tests that need them skip"
+endif
+
+deps: apt-deps $(VENV)/.ready
+
+run: deps
+	$(VPY) -m fingerd serve --config examples/fingerd.toml --listen 127.0.0.1:1079 \
+		--listen '[::1]:1079' $(if $(ROOT),--user nobody)
+
+lint: deps
+	$(VENV)/bin/ruff check fingerd tests bench
+	$(VENV)/bin/mypy
+
+test: deps
+	$(VPY) -m pytest
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

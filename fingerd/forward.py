@@ -1,0 +1,34 @@
+"""Finger forwarding (RFC 1288 §2.5.1), used only when ``[server] forwarding = true``.
+
+Off by default: a forwarding server lets anyone make it connect to any host's port 79, which
+RFC 1288 §3.2.1 itself says should be refused.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+FINGER_PORT = 79
+
+
+def forward(host: str, query: str, *, timeout: float, max_bytes: int) -> str:
+    """Send ``query`` to ``host``'s finger port and return its answer (bounded in time and size)."""
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    with socket.create_connection((host, FINGER_PORT), timeout=timeout) as conn:
+        conn.sendall(query.encode("utf-8") + b"\r\n")
+        while size <= max_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no complete answer within {timeout} s")
+            conn.settimeout(left)
+            data = conn.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+            size += len(data)
+    # The caller filters this like any backend's answer, so undecodable bytes need not survive.
+    return b"".join(chunks)[:max_bytes].decode("utf-8", "replace")
