@@ -1,0 +1,54 @@
+# The Debian package. Included by the top-level Makefile; works alone too: make -f mk/deb.mk deb
+#
+#   make deb        install the build dependencies (as root), build dist/fingerd_<version>_all.deb
+#   make lint-deb   lintian on the .deb and the .changes: fails on any error or warning
+#   make e2e-deps   install what tests/test_systemd_e2e.py needs on the host (as root)
+#
+# dpkg-buildpackage writes into the parent directory; the results are moved into $(DEBPKG_DIST)
+# and the tree is cleaned afterwards (--post-clean), so a build leaves nothing behind but dist/.
+
+DEBPKG_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+DEBPKG_ARCH := $(shell dpkg --print-architecture)
+DEBPKG_DIST ?= dist
+DEBPKG_DEB := $(DEBPKG_DIST)/fingerd_$(DEBPKG_VERSION)_all.deb
+DEBPKG_CHANGES := $(DEBPKG_DIST)/fingerd_$(DEBPKG_VERSION)_$(DEBPKG_ARCH).changes
+# Debian's toolchain only: a `python3` earlier on PATH (pyenv here) makes pybuild pick the wrong
+# interpreter and fail with "No module named build".
+DEBPKG_ENV := env PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive
+DEBPKG_ROOT := $(filter 0,$(shell id -u))
+
+.PHONY: deb deb-deps lint-deb e2e-deps
+
+deb: deb-deps
+	$(DEBPKG_ENV) dpkg-buildpackage -us -uc -b --post-clean
+	mkdir -p $(DEBPKG_DIST)
+	mv ../fingerd_$(DEBPKG_VERSION)_all.deb \
+	   ../fingerd_$(DEBPKG_VERSION)_$(DEBPKG_ARCH).buildinfo \
+	   ../fingerd_$(DEBPKG_VERSION)_$(DEBPKG_ARCH).changes $(DEBPKG_DIST)/
+	@echo "built $(DEBPKG_DEB)"
+
+# Build-Depends from debian/control (apt reads it from the source tree), plus lintian.
+deb-deps:
+ifeq ($(DEBPKG_ROOT),0)
+	$(DEBPKG_ENV) apt-get update -qq
+	$(DEBPKG_ENV) apt-get build-dep -y -qq --no-install-recommends ./
+	$(DEBPKG_ENV) apt-get install -y -qq --no-install-recommends lintian
+else
+	@echo "deb-deps: not root, assuming the build dependencies are installed"
+endif
+
+lint-deb: $(DEBPKG_DEB)
+	$(DEBPKG_ENV) lintian --fail-on error,warning --info $(DEBPKG_DEB) $(DEBPKG_CHANGES)
+
+$(DEBPKG_DEB):
+	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) deb
+
+# tests/test_systemd_e2e.py debootstraps a root (cached in /var/cache/fingerd-tests) and boots it
+# with systemd-nspawn; it fails in CI (CI=true) when these are missing, and skips elsewhere.
+e2e-deps:
+ifeq ($(DEBPKG_ROOT),0)
+	$(DEBPKG_ENV) apt-get update -qq
+	$(DEBPKG_ENV) apt-get install -y -qq --no-install-recommends debootstrap systemd-container
+else
+	@echo "e2e-deps: not root, the end-to-end test will be skipped"
+endif

@@ -1,0 +1,381 @@
+"""Boot a throw-away Debian bookworm under systemd-nspawn and drive it from the host.
+
+The end-to-end tests need a real systemd as PID 1: socket activation, ``DynamicUser=``, the
+journal and the sandbox only exist there. This module
+
+1. builds a ``debootstrap --variant=minbase`` bookworm root once, with everything the tests need
+   pre-installed, and caches it outside the repository (``/var/cache/fingerd-tests`` unless
+   ``FINGERD_TEST_CACHE`` says otherwise), keyed by a hash of the recipe; the build goes to a
+   temporary directory that is renamed into place, under a lock, so that concurrent runs neither
+   build twice nor see half a root;
+2. boots a throw-away copy of it (an overlay on the cached root, or a ``cp -a --reflink=auto``
+   where overlayfs is unavailable) with ``systemd-nspawn --boot --private-network``, so the boot
+   needs no network and the container's loopback is its own;
+3. runs commands inside through ``nsenter`` into the container's PID 1;
+4. tears down only what it started: the nspawn process it spawned (and, if that will not go, the
+   container's PID 1, which nspawn started for it), then the copy.
+
+Every step has a deadline. Nothing here imports pytest: :func:`unavailable_reason` tells the
+caller why the machine cannot run containers, and the caller decides to skip or to fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("FINGERD_TEST_MIRROR", "http://deb.debian.org/debian")
+CACHE_ROOT = Path(os.environ.get("FINGERD_TEST_CACHE", "/var/cache/fingerd-tests"))
+
+#: Packages in the cached root. The first line is what boots and what the .deb depends on, so
+#: that ``apt-get install ./fingerd_*.deb`` needs no download; the second is what the tests use.
+PACKAGES: tuple[str, ...] = (
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-systemd",
+    "finger", "netbase", "iproute2", "procps",
+)
+
+#: Written into the root after debootstrap. Changing any of this changes the cache key.
+HOSTS = """\
+127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
+"""
+# Units that only make sense on real hardware or a console, and would leave a booted container
+# "degraded" (is-system-running then says so instead of "running").
+MASKED_UNITS: tuple[str, ...] = (
+    "console-getty.service", "getty@.service", "systemd-remount-fs.service",
+    "apt-daily.timer", "apt-daily-upgrade.timer",
+)
+RECIPE_VERSION = "1"  # bump when the build steps below change in a way the key does not see
+
+HOST_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
+              "nsenter": "util-linux"}
+# What a command run in the container sees: nothing from the caller's environment (the host's
+# PATH may name a pyenv shim that does not exist in there).
+CONTAINER_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                 "LANG=C.UTF-8", "TERM=dumb", "DEBIAN_FRONTEND=noninteractive",
+                 "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0")
+
+
+class ContainerError(RuntimeError):
+    """The container could not be built, booted, driven or stopped."""
+
+
+def unavailable_reason() -> str | None:
+    """Why this machine cannot boot the test container, or None if it can."""
+    if os.geteuid() != 0:
+        return "needs root (systemd-nspawn, debootstrap, nsenter)"
+    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+    if missing:
+        pkgs = " ".join(sorted({HOST_TOOLS[t] for t in missing}))
+        return f"missing {', '.join(missing)} (apt-get install {pkgs})"
+    return None
+
+
+def cache_key() -> str:
+    """Hash of everything that goes into the cached root."""
+    recipe = "\n".join((RECIPE_VERSION, SUITE, MIRROR, *PACKAGES, HOSTS, *MASKED_UNITS))
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def cached_root(timeout: float = 1200.0) -> Path:
+    """Return the cached root, building it first if needed (bounded by ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    target = CACHE_ROOT / f"{SUITE}-{cache_key()}"
+    if (target / "etc/os-release").exists():
+        return target
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    with _locked(CACHE_ROOT / ".lock", deadline):
+        if (target / "etc/os-release").exists():  # another run built it while we waited
+            return target
+        build = Path(tempfile.mkdtemp(prefix=f".build-{SUITE}-", dir=CACHE_ROOT))
+        try:
+            _debootstrap(build, deadline)
+            os.chmod(build, 0o755)  # mkdtemp made it 0700; it becomes the container's /
+            os.rename(build, target)  # atomic: the same filesystem
+        except BaseException:
+            _rmtree(build)
+            raise
+    return target
+
+
+def _debootstrap(root: Path, deadline: float) -> None:
+    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+          SUITE, str(root), MIRROR], deadline, what="debootstrap")
+    (root / "etc/hosts").write_text(HOSTS)
+    (root / "etc/hostname").write_text("fingerd-test\n")
+    # minbase has no /etc/machine-id content; an empty file makes systemd generate one per boot.
+    (root / "etc/machine-id").write_text("")
+    for unit in MASKED_UNITS:
+        link = root / "etc/systemd/system" / unit
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        link.symlink_to("/dev/null")
+    # Keep the image small; the package lists stay so that apt can resolve ./x.deb offline.
+    _run(["chroot", str(root), "apt-get", "clean"], deadline, what="apt-get clean")
+
+
+@contextlib.contextmanager
+def _locked(path: Path, deadline: float) -> Iterator[None]:
+    with open(path, "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ContainerError(f"timed out waiting for the lock {path}") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run(cmd: Sequence[str], deadline: float, *, what: str) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise ContainerError(f"{what}: no time left")
+    try:
+        subprocess.run(cmd, check=True, timeout=remaining, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True)
+    except subprocess.CalledProcessError as e:
+        raise ContainerError(f"{what} failed ({e.returncode}):\n{e.stdout[-3000:]}"
+                             f"\n{e.stderr[-3000:]}") from None
+    except subprocess.TimeoutExpired:
+        raise ContainerError(f"{what} timed out after {remaining:.0f}s") from None
+
+
+def _rmtree(path: Path) -> None:
+    # one_file_system-like safety: a stray bind mount below path must not be followed.
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], check=False,
+                   timeout=300)
+
+
+class Container:
+    """One booted container. Use as a context manager, or call :meth:`start`/:meth:`stop`."""
+
+    def __init__(self, image: Path, *, name: str | None = None,
+                 workdir: Path | None = None) -> None:
+        self.image = image
+        self.name = name or f"fingerd-test-{uuid.uuid4().hex[:8]}"
+        self._workdir_parent = workdir
+        self.workdir: Path | None = None
+        self.root: Path | None = None
+        self._overlay = False
+        self._nspawn: subprocess.Popen[bytes] | None = None
+        self._log: Path | None = None
+        self.leader: int | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Container:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Copy the image, boot it, wait until systemd says the boot finished."""
+        deadline = time.monotonic() + timeout
+        parent = self._workdir_parent or self.image.parent
+        self.workdir = Path(tempfile.mkdtemp(prefix=f".run-{self.name}-", dir=parent))
+        try:
+            self._make_root(deadline)
+            self._boot(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _make_root(self, deadline: float) -> None:
+        assert self.workdir is not None
+        root = self.workdir / "root"
+        upper, work = self.workdir / "upper", self.workdir / "work"
+        for d in (root, upper, work):
+            d.mkdir()
+        opts = f"lowerdir={self.image},upperdir={upper},workdir={work}"
+        mounted = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(root)],
+                                 check=False, capture_output=True, timeout=30)
+        if mounted.returncode == 0:
+            self._overlay = True
+        else:  # e.g. the cache is itself on overlayfs: copy instead
+            root.rmdir()
+            _run(["cp", "-a", "--reflink=auto", str(self.image), str(root)], deadline,
+                 what="copying the image")
+        self.root = root
+
+    def _boot(self, deadline: float) -> None:
+        assert self.workdir is not None and self.root is not None
+        self._log = self.workdir / "console.log"
+        with open(self._log, "wb") as log:
+            self._nspawn = subprocess.Popen(
+                ["systemd-nspawn", "--quiet", "--boot", "--private-network",
+                 "--register=no", "--keep-unit", "--console=pipe", "-D", str(self.root), "-M", self.name],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.leader = self._find_leader(deadline)
+        # Wait for the boot to finish. is-system-running needs the container's systemd to
+        # answer on its private socket, which takes a moment after PID 1 exists.
+        state = ""
+        while time.monotonic() < deadline:
+            left = max(1.0, deadline - time.monotonic())
+            r = self.run(["systemctl", "is-system-running", "--wait"], check=False,
+                         timeout=left)
+            state = r.stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.2)
+        else:
+            raise ContainerError(f"boot did not finish (state {state!r})\n{self.console()}")
+        if state == "degraded":
+            failed = self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
+            raise ContainerError(f"boot degraded; failed units:\n{failed}")
+
+    def _find_leader(self, deadline: float) -> int:
+        """The container's PID 1, as a host PID: a descendant of our nspawn whose innermost
+        PID-namespace PID is 1."""
+        assert self._nspawn is not None
+        while time.monotonic() < deadline:
+            if self._nspawn.poll() is not None:
+                raise ContainerError(f"systemd-nspawn exited with {self._nspawn.returncode}\n"
+                                     f"{self.console()}")
+            for pid in _descendants(self._nspawn.pid):
+                nspids = _status_field(pid, "NSpid")
+                if nspids and nspids.split()[-1] == "1" and len(nspids.split()) > 1:
+                    # Wait until it exec'd systemd (before that it is nspawn's inner child).
+                    with contextlib.suppress(OSError):
+                        if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                            return pid
+            time.sleep(0.1)
+        raise ContainerError(f"container PID 1 did not appear\n{self.console()}")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Power the container off, kill what we started if it will not stop, remove the copy."""
+        deadline = time.monotonic() + timeout
+        proc, self._nspawn = self._nspawn, None
+        if proc is not None and proc.poll() is None:
+            # nspawn turns SIGTERM into SIGRTMIN+3 for the container's systemd: a clean poweroff.
+            proc.terminate()
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic() - 10))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self.leader is not None and _alive(self.leader):
+            # nspawn is gone but the container's init (which nspawn started for us) is not;
+            # SIGKILL to a PID namespace's init ends every process in it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.leader, signal.SIGKILL)
+            _wait_gone(self.leader, deadline)
+        self.leader = None
+        if self.workdir is not None:
+            if self._overlay and self.root is not None:
+                r = subprocess.run(["umount", str(self.root)], check=False,
+                                   capture_output=True, timeout=30)
+                if r.returncode != 0:
+                    subprocess.run(["umount", "--lazy", str(self.root)], check=False,
+                                   capture_output=True, timeout=30)
+            _rmtree(self.workdir)
+            self.workdir = self.root = None
+
+    # -- driving ------------------------------------------------------------------------------
+    def run(self, cmd: Sequence[str] | str, *, check: bool = True, timeout: float = 60.0,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` (argv, or a string for ``sh -c``) inside the container as root.
+
+        Returns the completed process with text stdout/stderr. Raises ContainerError on a
+        timeout, and on a non-zero exit when ``check`` is true.
+        """
+        if self.leader is None:
+            raise ContainerError("container is not running")
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        full = ["nsenter", f"--target={self.leader}", "--all", "--root", "--wd",
+                "/usr/bin/env", "-i", *CONTAINER_ENV, *argv]
+        try:
+            r = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
+                               input=input, stdin=None if input is not None else
+                               subprocess.DEVNULL, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise ContainerError(f"timed out after {timeout}s: {argv}\n{e.stdout!r}"
+                                 f"\n{e.stderr!r}") from None
+        if check and r.returncode != 0:
+            raise ContainerError(f"exit {r.returncode}: {argv}\nstdout:\n{r.stdout}"
+                                 f"\nstderr:\n{r.stderr}")
+        return r
+
+    def copy_in(self, src: Path | str, dst: str) -> None:
+        """Copy the host file ``src`` to the absolute path ``dst`` in the container."""
+        if self.root is None:
+            raise ContainerError("container is not running")
+        if not dst.startswith("/"):
+            raise ValueError(f"dst must be absolute: {dst}")
+        target = self.root / dst.lstrip("/")
+        if str(dst).endswith("/"):
+            target = target / Path(src).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+    def write_file(self, dst: str, text: str) -> None:
+        """Write ``text`` to the absolute path ``dst`` in the container."""
+        with tempfile.NamedTemporaryFile("w", delete=False) as f:
+            f.write(text)
+        try:
+            self.copy_in(f.name, dst)
+            # copy2 keeps the temp file's 0600 mode: a config must be readable by the service.
+            assert self.root is not None
+            os.chmod(self.root / dst.lstrip("/"), 0o644)
+        finally:
+            os.unlink(f.name)
+
+    def console(self, tail: int = 4000) -> str:
+        """The last ``tail`` characters of the container's console output."""
+        if self._log is None or not self._log.exists():
+            return ""
+        return self._log.read_bytes()[-tail:].decode(errors="replace")
+
+
+# -- /proc helpers ------------------------------------------------------------------------------
+def _status_field(pid: int, field: str) -> str | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            ppid = _status_field(int(entry.name), "PPid")
+            if ppid is not None:
+                children.setdefault(int(ppid), []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    state = _status_field(pid, "State")
+    return state is not None and not state.startswith("Z")
+
+
+def _wait_gone(pid: int, deadline: float) -> None:
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
