@@ -291,10 +291,11 @@ class Container:
 
     # -- driving ------------------------------------------------------------------------------
     def run(self, cmd: Sequence[str] | str, *, check: bool = True, timeout: float = 60.0,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``cmd`` (argv, or a string for ``sh -c``) inside the container as root.
+            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` (argv, or a string for ``sh -c``) inside the container as root, with
+        ``input`` on its stdin (else /dev/null).
 
-        Returns the completed process with text stdout/stderr. Raises ContainerError on a
+        Returns the completed process with stdout/stderr decoded. Raises ContainerError on a
         timeout, and on a non-zero exit when ``check`` is true.
         """
         if self.leader is None:
@@ -303,40 +304,42 @@ class Container:
         full = ["nsenter", f"--target={self.leader}", "--all", "--root", "--wd",
                 "/usr/bin/env", "-i", *CONTAINER_ENV, *argv]
         try:
-            r = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
-                               input=input, stdin=None if input is not None else
-                               subprocess.DEVNULL, check=False)
+            raw = subprocess.run(full, capture_output=True, timeout=timeout, input=input,
+                                 stdin=None if input is not None else subprocess.DEVNULL,
+                                 check=False)
         except subprocess.TimeoutExpired as e:
             raise ContainerError(f"timed out after {timeout}s: {argv}\n{e.stdout!r}"
                                  f"\n{e.stderr!r}") from None
+        r = subprocess.CompletedProcess(raw.args, raw.returncode,
+                                        raw.stdout.decode(errors="replace"),
+                                        raw.stderr.decode(errors="replace"))
         if check and r.returncode != 0:
             raise ContainerError(f"exit {r.returncode}: {argv}\nstdout:\n{r.stdout}"
                                  f"\nstderr:\n{r.stderr}")
         return r
 
-    def copy_in(self, src: Path | str, dst: str) -> None:
-        """Copy the host file ``src`` to the absolute path ``dst`` in the container."""
-        if self.root is None:
-            raise ContainerError("container is not running")
+    def copy_in(self, src: Path | str, dst: str, mode: int | None = None) -> None:
+        """Copy the host file ``src`` to ``dst`` in the container (a directory if it ends in
+        ``/``), with ``src``'s permission bits unless ``mode`` is given.
+
+        The copy goes through the container's own view of its file system, so it also reaches
+        the tmpfs it mounts itself (/run, /tmp), which a write into the image would miss.
+        """
         if not dst.startswith("/"):
             raise ValueError(f"dst must be absolute: {dst}")
-        target = self.root / dst.lstrip("/")
-        if str(dst).endswith("/"):
-            target = target / Path(src).name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
+        if dst.endswith("/"):
+            dst += Path(src).name
+        data = Path(src).read_bytes()
+        self.write_bytes(dst, data, mode if mode is not None else Path(src).stat().st_mode)
 
-    def write_file(self, dst: str, text: str) -> None:
-        """Write ``text`` to the absolute path ``dst`` in the container."""
-        with tempfile.NamedTemporaryFile("w", delete=False) as f:
-            f.write(text)
-        try:
-            self.copy_in(f.name, dst)
-            # copy2 keeps the temp file's 0600 mode: a config must be readable by the service.
-            assert self.root is not None
-            os.chmod(self.root / dst.lstrip("/"), 0o644)
-        finally:
-            os.unlink(f.name)
+    def write_file(self, dst: str, text: str, mode: int = 0o644) -> None:
+        """Write ``text`` to the absolute path ``dst`` in the container (0644: a config file
+        must be readable by the service's unprivileged user)."""
+        self.write_bytes(dst, text.encode(), mode)
+
+    def write_bytes(self, dst: str, data: bytes, mode: int) -> None:
+        self.run(["/bin/sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+                  ' && chmod "$2" "$1"', "sh", dst, f"{mode & 0o7777:o}"], input=data)
 
     def console(self, tail: int = 4000) -> str:
         """The last ``tail`` characters of the container's console output."""
