@@ -54,7 +54,7 @@ class Options:
     def error(self, key: str, reason: str) -> ConfigError:
         """A :class:`ConfigError` pointing at ``key`` of this table."""
         full = f"{self.prefix}.{key}" if self.prefix else key
-        return ConfigError(self.path, reason, full, _find_line(self.path, key))
+        return ConfigError(self.path, reason, full, _find_line(self.path, key.rpartition(".")[2]))
 
     def _get(self, key: str, kinds: tuple[type, ...], default: object) -> object:
         self._unread.discard(key)

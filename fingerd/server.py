@@ -100,7 +100,7 @@ class Connection(asyncio.Protocol):
         self.remote = str(peer[0]) if isinstance(peer, tuple) else ""
         if not self.server.admit(self.remote):
             self.answered = True
-            self._finish(Reply(reply_line(BUSY), "busy"))
+            self._finish(Reply(reply_line(BUSY), "busy"), drain=True)
             return
         self.admitted = True
         self.server.connections.add(self)
@@ -280,6 +280,12 @@ def drop_privileges(user: str | None) -> None:
 
 def serve(config_path: str | None, listen: list[str], user: str | None) -> int:
     """Run until SIGTERM/SIGINT. Returns the exit status."""
+    # Until the event loop handles SIGHUP, one would kill us (its default action); the config
+    # is about to be read anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # The config is read before privileges are dropped (it may be readable by root only), and
+    # before binding, so that a broken one is reported without touching the network.
+    service = FingerService(load(config_path))  # ConfigError: reported by the caller
     try:
         sockets = systemd_sockets()
         if not sockets:
@@ -288,7 +294,6 @@ def serve(config_path: str | None, listen: list[str], user: str | None) -> int:
     except UsageError as e:
         print(f"fingerd serve: {e}", file=sys.stderr)
         return 2
-    service = FingerService(load(config_path))  # ConfigError: reported by the caller
     server = Server(config_path, service)
     try:
         asyncio.run(_run(server, sockets))

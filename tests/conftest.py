@@ -1,0 +1,216 @@
+"""Shared fixtures: run fingerd the way systemd and people do, over real sockets.
+
+- ``make_config(text)``: write a fingerd.toml into the test's directory, return its path.
+- ``run_handler(config, data)``: one handler process on one end of a real socketpair (fd 0 and 1
+  are the socket, as with ``StandardInput=socket``); returns its answer, exit code and stderr.
+- ``inetd(config)``: ``systemd-socket-activate --inetd -a`` on a free loopback port, starting the
+  handler per connection exactly as ``fingerd@.service`` does; yields the port.
+- ``serve(config)``: ``fingerd serve`` on a free loopback port; yields (port, process).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FINGERD = [sys.executable, "-m", "fingerd"]
+IS_ROOT = os.geteuid() == 0
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip for ``reason`` unless the condition holds; in CI, where everything must run, fail."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI must run this test, but: {reason}")
+        pytest.skip(reason)
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The environment for a fingerd child: this checkout importable, nothing from systemd."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("FINGERD_CONFIG", "REMOTE_ADDR", "JOURNAL_STREAM", "CACHE_DIRECTORY",
+                         "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET")}
+    base["PYTHONPATH"] = str(REPO)
+    base.update(extra)
+    return base
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5) as s:
+                # systemd-socket-activate answers connect() before the handler runs; a
+                # connection we open and close here must not count as a query, and does not
+                # (an empty read is a client that left).
+                s.close()
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port}")
+
+
+def ask(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 15.0) -> bytes:
+    """Send ``data``, half-close, read the whole answer (bounded)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        return recv_all(s)
+
+
+def recv_all(s: socket.socket, limit: int = 1 << 20) -> bytes:
+    chunks = []
+    size = 0
+    while size < limit:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A temporary directory that other users can read: `fingerd serve` run as root switches
+    to nobody, who cannot enter pytest's private tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix="fingerd-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_config(public_dir: Path) -> Callable[[str], Path]:
+    counter = iter(range(1000))
+
+    def make(text: str) -> Path:
+        path = public_dir / f"fingerd-{next(counter)}.toml"
+        path.write_text(text)
+        path.chmod(0o644)
+        return path
+
+    return make
+
+
+STATIC = """
+[[backend]]
+type = "static"
+[backend.users]
+moshez = "Happy and well"
+"""
+
+
+class HandlerRun:
+    def __init__(self, answer: bytes, returncode: int, stderr: str) -> None:
+        self.answer, self.returncode, self.stderr = answer, returncode, stderr
+
+
+@pytest.fixture
+def run_handler() -> Callable[..., HandlerRun]:
+    """Run one handler on a socketpair; ``data`` None sends nothing and keeps the socket open."""
+
+    def run(config: Path | None, data: bytes | None, *, close_after_send: bool = True,
+            timeout: float = 20.0, extra_env: dict[str, str] | None = None,
+            args: list[str] | None = None) -> HandlerRun:
+        ours, theirs = socket.socketpair()
+        argv = [*FINGERD, *(args if args is not None else
+                             (["--config", str(config)] if config else []))]
+        proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
+                                env=env(**(extra_env or {})))
+        theirs.close()
+        try:
+            ours.settimeout(timeout)
+            if data is not None:
+                ours.sendall(data)
+                if close_after_send:
+                    ours.shutdown(socket.SHUT_WR)
+            answer = recv_all(ours)
+        finally:
+            ours.close()
+        _, stderr = proc.communicate(timeout=timeout)
+        return HandlerRun(answer, proc.returncode, stderr.decode("utf-8", "replace"))
+
+    return run
+
+
+@pytest.fixture
+def inetd() -> Iterator[Callable[[Path], int]]:
+    """Start the handler per connection under systemd-socket-activate, as systemd would."""
+    activator = shutil.which("systemd-socket-activate")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(config: Path, host: str = "127.0.0.1") -> int:
+        require(activator is not None,
+                "systemd-socket-activate not installed (Debian package systemd)")
+        assert activator is not None
+        port = free_port(host)
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        proc = subprocess.Popen([activator, "--inetd", "-a", "-l", listen, *FINGERD,
+                                 "--config", str(config)],
+                                env=env(), stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        wait_listening(host, port)
+        return port
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Served:
+    def __init__(self, port: int, proc: subprocess.Popen[bytes]) -> None:
+        self.port, self.proc = port, proc
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    """Start ``fingerd serve`` on a free loopback port (as nobody when we are root)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(config: Path, *extra: str, host: str = "127.0.0.1") -> Served:
+        port = free_port(host)
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        user = ["--user", "nobody"] if IS_ROOT else []
+        proc = subprocess.Popen([*FINGERD, "serve", "--config", str(config), "--listen", listen,
+                                 *user, *extra], env=env(), stderr=subprocess.PIPE)
+        procs.append(proc)
+        wait_listening(host, port)
+        return Served(port, proc)
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stderr:
+            proc.stderr.close()

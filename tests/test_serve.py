@@ -1,0 +1,164 @@
+"""`fingerd serve`: the standalone server answers exactly like the handler, to many at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import FINGERD, IS_ROOT, STATIC, ask, env, free_port, recv_all
+
+from fingerd.protocol import BUSY, QUERY_TOO_LONG, TIMED_OUT
+
+QUERIES = [b"moshez\r\n", b"/W moshez\r\n", b"ghost\r\n", b"\r\n", b"x@y.example\r\n",
+           b"evil\r\n", b"\xff\xfe\x00\r\n", b"a b c\r\n", b"moshez", b"\xff\xfd\x03moshez\r\n"]
+CONFIG = STATIC + r'''evil = "\u001b[31mred\u001b[0m"
+'''
+
+
+def test_serve_answers_the_same_bytes_as_the_handler_for_50_concurrent_clients(
+        make_config, run_handler, serve) -> None:
+    """For every query form, `fingerd serve` and the handler send identical bytes."""
+    config = make_config("[server]\nmax_connections_per_source = 64\n" + CONFIG)
+    expected = {q: run_handler(config, q).answer for q in QUERIES}
+    assert expected[b"moshez\r\n"] == b"Happy and well\r\n"
+    server = serve(config)
+    work = [QUERIES[i % len(QUERIES)] for i in range(200)]
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda q: (q, ask(server.port, q)), work))
+    assert len(answers) == 200
+    for query, answer in answers:
+        assert answer == expected[query], query
+
+
+def test_serve_listens_on_ipv6(make_config, serve) -> None:
+    """--listen [::1]:PORT works."""
+    server = serve(make_config(STATIC), host="::1")
+    assert ask(server.port, b"moshez\r\n", host="::1") == b"Happy and well\r\n"
+
+
+def test_serve_applies_the_handler_limits_per_connection(make_config, serve) -> None:
+    """Line cap and read timeout hold in the long-running server too, without stalling others."""
+    server = serve(make_config("[server]\nread_timeout = 1\n" + STATIC))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
+        # While one client is silent, another is answered at once.
+        started = time.monotonic()
+        assert ask(server.port, b"moshez\r\n") == b"Happy and well\r\n"
+        assert time.monotonic() - started < 0.9
+        assert recv_all(silent) == TIMED_OUT.encode() + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"A" * 4096)
+        assert recv_all(s) == QUERY_TOO_LONG.encode() + b"\r\n"
+
+
+def test_serve_caps_connections_per_source(make_config, serve) -> None:
+    """One address cannot hold more than max_connections_per_source connections."""
+    server = serve(make_config("[server]\nmax_connections_per_source = 2\n" + STATIC))
+    time.sleep(0.3)  # let the fixture's readiness probe connection be released first
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        assert ask(server.port, b"moshez\r\n") == BUSY.encode() + b"\r\n"
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    assert ask(server.port, b"moshez\r\n") == b"Happy and well\r\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_sigterm_and_sigint(make_config, serve, signum: int) -> None:
+    """SIGTERM/SIGINT: exit status 0, no traceback, the port is released."""
+    server = serve(make_config(STATIC))
+    assert ask(server.port, b"moshez\r\n") == b"Happy and well\r\n"
+    server.proc.send_signal(signum)
+    assert server.proc.wait(timeout=15) == 0
+    assert server.proc.stderr is not None
+    stderr = server.proc.stderr.read().decode()
+    assert "Traceback" not in stderr
+    assert "stopped" in stderr
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2)
+
+
+def test_serve_reloads_its_config_on_sighup(make_config, serve) -> None:
+    """SIGHUP: the new config applies to the next connection; a broken one is refused."""
+    config = make_config(STATIC)
+    server = serve(config)
+    config.write_text(STATIC.replace("Happy and well", "Reloaded"))
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while ask(server.port, b"moshez\r\n") != b"Reloaded\r\n":
+        assert time.monotonic() < deadline, "config was not reloaded"
+        time.sleep(0.05)
+    config.write_text("[server]\nbroken = \n")
+    server.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert ask(server.port, b"moshez\r\n") == b"Reloaded\r\n"
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: checks the refusal to serve as root")
+def test_serve_refuses_root_without_a_user_and_drops_privileges_with_one(make_config) -> None:
+    """As root, --user is required; with it, the server runs as that user after binding."""
+    config = make_config(STATIC)
+    port = free_port()
+    proc = subprocess.run([*FINGERD, "serve", "--config", str(config), "--listen",
+                           f"127.0.0.1:{port}"], capture_output=True, text=True, env=env(),
+                          timeout=20)
+    assert proc.returncode == 2
+    assert "refusing to serve as root" in proc.stderr
+    server = subprocess.Popen([*FINGERD, "serve", "--config", str(config), "--listen",
+                               f"127.0.0.1:{port}", "--user", "nobody"], env=env(),
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert ask(port, b"moshez\r\n") == b"Happy and well\r\n"
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True,
+                                    check=True).stdout)
+        assert uid_line.split()[1:] == [str(nobody)] * 4
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def test_serve_takes_sockets_from_systemd(make_config) -> None:
+    """LISTEN_FDS/LISTEN_PID (sd_listen_fds(3)): serve answers on the socket it was given."""
+    activator = "/usr/bin/systemd-socket-activate"
+    if not os.path.exists(activator):
+        pytest.skip("systemd-socket-activate not installed")
+    port = free_port()
+    user = ["--user", "nobody"] if IS_ROOT else []
+    proc = subprocess.Popen([activator, "-l", f"127.0.0.1:{port}", *FINGERD, "serve",
+                             "--config", str(make_config(STATIC)), *user], env=env(),
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = ask(port, b"moshez\r\n")
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert answer == b"Happy and well\r\n"
+        assert ask(port, b"moshez\r\n") == b"Happy and well\r\n"  # the same process, again
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        assert proc.stderr is not None
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert f"serving on 127.0.0.1:{port}" in stderr
