@@ -101,7 +101,8 @@ def cached_root(timeout: float = 1200.0) -> Path:
         build = Path(tempfile.mkdtemp(prefix=f".build-{SUITE}-", dir=CACHE_ROOT))
         try:
             _debootstrap(build, deadline)
-            os.chmod(build, 0o755)  # mkdtemp made it 0700; it becomes the container's /
+            # mkdtemp made it 0700; it becomes the container's /, which everybody must enter.
+            os.chmod(build, 0o755)  # noqa: S103
             os.rename(build, target)  # atomic: the same filesystem
         except BaseException:
             _rmtree(build)
@@ -217,10 +218,14 @@ class Container:
     def _boot(self, deadline: float) -> None:
         assert self.workdir is not None and self.root is not None
         self._log = self.workdir / "console.log"
+        # Without systemd on the host (these machines, CI), nspawn can neither register with
+        # machined nor ask for a scope unit over D-Bus: it then runs in our own cgroup.
+        standalone = [] if Path("/run/systemd/system").is_dir() else ["--register=no",
+                                                                      "--keep-unit"]
         with open(self._log, "wb") as log:
             self._nspawn = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "--boot", "--private-network",
-                 "--register=no", "--keep-unit", "--console=pipe", "-D", str(self.root), "-M", self.name],
+                ["systemd-nspawn", "--quiet", "--boot", "--private-network", *standalone,
+                 "--console=pipe", "-D", str(self.root), "-M", self.name],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

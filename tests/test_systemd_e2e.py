@@ -18,9 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import container
+import pytest
 from conftest import REPO, require
 
 pytestmark = pytest.mark.systemd
@@ -255,6 +254,23 @@ def test_restart_socket_keeps_serving(box: container.Container) -> None:
     box.run(["systemctl", "restart", "fingerd.socket"])
     assert unit_property(box, "fingerd.socket", "ActiveState") == "active"
     assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+
+
+def test_no_network_dropin_still_answers(box: container.Container) -> None:
+    """The README's drop-in for configurations without an http backend (PrivateNetwork=yes,
+    AF_UNIX only, IPAddressDeny=any) takes the network from the handler but not the client's
+    connection, which fingerd.socket passes in: finger still answers over IPv4 and IPv6."""
+    dropin_dir = "/etc/systemd/system/fingerd@.service.d"
+    box.run(["mkdir", "-p", dropin_dir])
+    box.run(["cp", "/usr/share/doc/fingerd/examples/no-network.conf", dropin_dir])
+    try:
+        box.run(["systemctl", "daemon-reload"])
+        assert unit_property(box, "fingerd@probe.service", "PrivateNetwork") == "yes"
+        assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+        assert "Happy and well" in finger(box, "moshez@ip6-localhost")
+    finally:
+        box.run(["rm", "-rf", dropin_dir])
+        box.run(["systemctl", "daemon-reload"])
 
 
 def test_remove_keeps_config_and_purge_removes_everything(box: container.Container) -> None:
