@@ -7,6 +7,7 @@ connection there, as fingerd.socket does.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -27,11 +28,15 @@ class Namespace:
         self.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"])
         self.children: list[subprocess.Popen[bytes]] = []
         deadline = time.monotonic() + 5
-        own = Path("/proc/self/ns/net").resolve()
-        while Path(f"/proc/{self.holder.pid}/ns/net").resolve() == own:
+        own = os.readlink("/proc/self/ns/net")
+        while os.readlink(f"/proc/{self.holder.pid}/ns/net") == own:
             assert time.monotonic() < deadline, "unshare did not make a namespace"
             time.sleep(0.01)
         self.run(["ip", "link", "set", "lo", "up"], check=True)
+        # ::1 appears on lo a moment after the link is up; binding [::1]:79 before that fails.
+        while b"::1/128" not in self.run(["ip", "-6", "addr", "show", "dev", "lo"]).stdout:
+            assert time.monotonic() < deadline + 5, "no ::1 on lo"
+            time.sleep(0.01)
 
     def command(self, argv: list[str]) -> list[str]:
         return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *argv]
@@ -39,15 +44,16 @@ class Namespace:
     def run(self, argv: list[str], check: bool = False) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(self.command(argv), capture_output=True, timeout=30, check=check)
 
-    def start(self, argv: list[str]) -> None:
-        self.children.append(subprocess.Popen(self.command(argv), env=env(),
-                                              stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
+    def start(self, argv: list[str], log: Path) -> None:
+        self.log = log
+        with log.open("wb") as stderr:
+            self.children.append(subprocess.Popen(self.command(argv), env=env(),
+                                                  stdout=subprocess.DEVNULL, stderr=stderr))
 
     def wait_port_79(self) -> None:
         deadline = time.monotonic() + 10
-        while b":79 " not in self.run(["ss", "-ltnH"]).stdout:
-            assert time.monotonic() < deadline, "nothing listens on port 79"
+        while self.run(["ss", "-ltnH"]).stdout.count(b":79 ") < 2:
+            assert time.monotonic() < deadline, self.log.read_text()
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -73,7 +79,8 @@ def port79(make_config) -> Iterator[Callable[[str], Namespace]]:
         spaces.append(ns)
         config = make_config(config_text)
         ns.start(["systemd-socket-activate", "--inetd", "-a", "-l", "127.0.0.1:79",
-                  "-l", "[::1]:79", *FINGERD, "--config", str(config)])
+                  "-l", "[::1]:79", *FINGERD, "--config", str(config)],
+                 config.with_suffix(".log"))
         ns.wait_port_79()
         return ns
 
