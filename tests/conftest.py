@@ -100,6 +100,17 @@ def public_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """End a process this test started: SIGTERM, then SIGKILL if it does not go in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def make_config(public_dir: Path) -> Callable[[str], Path]:
     counter = iter(range(1000))
@@ -175,12 +186,7 @@ def inetd() -> Iterator[Callable[[Path], int]]:
 
     yield start
     for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 class Served:
@@ -205,12 +211,6 @@ def serve() -> Iterator[Callable[..., Served]]:
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         if proc.stderr:
             proc.stderr.close()

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FINGERD, IS_ROOT, STATIC, env, require
+from conftest import FINGERD, IS_ROOT, STATIC, env, require, stop
 
 pytestmark = pytest.mark.netns
 
@@ -58,12 +57,7 @@ class Namespace:
 
     def close(self) -> None:
         for proc in [*self.children, self.holder]:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 @pytest.fixture
