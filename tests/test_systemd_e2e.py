@@ -226,31 +226,44 @@ def test_silent_client_is_disconnected_and_its_instance_ends(box: container.Cont
     assert records[-1]["FINGER_OUTCOME"] == "timeout"
 
 
-def test_local_and_file_backends_answer(box: container.Container) -> None:
-    """With the file and local backends configured, a status file entry and a local user's
-    world-readable ~/.plan reach the finger client (home directories are read-only to the
-    sandboxed handler, not hidden)."""
+def test_file_local_and_http_backends_answer(box: container.Container) -> None:
+    """Each backend works inside the sandbox: a status file entry (file), a local user's
+    world-readable ~/.plan (local: home directories are read-only to the handler, not hidden)
+    and a web service on the container's loopback (http: outbound TCP is allowed) reach the
+    finger client."""
     have = {p.stem for p in (REPO / "fingerd" / "backends").glob("*.py")}
-    missing = {"file", "local"} - have
+    missing = {"file", "local", "http"} - have
     if missing:
         pytest.skip(f"backends not written yet: {', '.join(sorted(missing))}")
     box.run("useradd -m -s /bin/sh alice && chmod o+x /home/alice"
             " && echo 'Writing the finger RFC' > /home/alice/.plan"
             " && chmod o+r /home/alice/.plan")
-    box.run("mkdir -p /var/lib/fingerd && echo 'bob: Out to lunch' > /var/lib/fingerd/status"
-            " && chmod 644 /var/lib/fingerd/status")
-    box.write_file(CONFIG, STATIC_CONFIG + """
+    box.write_file("/var/lib/fingerd/status", "bob: Out to lunch\n")
+    box.write_file("/srv/www/carol.txt", "Working from home\n")
+    box.run(["systemd-run", "--unit=test-http", "--", "python3", "-m", "http.server",
+             "--bind", "127.0.0.1", "--directory", "/srv/www", "8080"])
+    try:
+        wait_for(lambda: box.run(["ss", "-Htln", "sport = :8080"]).stdout.strip(),
+                 "the test web server")
+        box.write_file(CONFIG, STATIC_CONFIG + """
 [[backend]]
 type = "file"
 path = "/var/lib/fingerd/status"
 
 [[backend]]
 type = "local"
+
+[[backend]]
+type = "http"
+url = "http://127.0.0.1:8080/{user}.txt"
 """)
-    box.run(["fingerd", "check"])
-    assert "Out to lunch" in finger(box, "bob@127.0.0.1")
-    assert "Writing the finger RFC" in finger(box, "alice@127.0.0.1", long=True)
-    box.write_file(CONFIG, STATIC_CONFIG)
+        box.run(["fingerd", "check"])
+        assert "Out to lunch" in finger(box, "bob@127.0.0.1")
+        assert "Writing the finger RFC" in finger(box, "alice@127.0.0.1", long=True)
+        assert "Working from home" in finger(box, "carol@127.0.0.1")
+    finally:
+        box.run(["systemctl", "stop", "test-http.service"], check=False)
+        box.write_file(CONFIG, STATIC_CONFIG)
 
 
 def test_restart_socket_keeps_serving(box: container.Container) -> None:
