@@ -1,0 +1,113 @@
+"""The chain: backends asked in order, failures and timeouts logged and skipped."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fingerd import backends
+from fingerd.config import Config, ConfigError, load
+from fingerd.handler import alarm_timer
+from fingerd.protocol import UNAVAILABLE
+from fingerd.service import ANSWERED, ERROR, NO_SUCH_USER, FingerService
+
+ECHO = '[[backend]]\ntype = "echo"\n'
+FAILING = '[[backend]]\ntype = "failing"\n'
+STATIC = '[[backend]]\ntype = "static"\n[backend.users]\nmoshez = "Happy and well"\n'
+
+
+@pytest.fixture(autouse=True)
+def test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("failing", "slow", "echo", "unstartable"):
+        monkeypatch.setitem(backends.BUILTIN, name, f"chain_backends:{name.title()}")
+
+
+@pytest.fixture
+def service(make_config):
+    def make(text: str) -> FingerService:
+        return FingerService(load(str(make_config(text))), alarm_timer)
+    return make
+
+
+def test_first_backend_that_knows_the_user_answers(service) -> None:
+    """Order matters: static knows moshez, so echo behind it is not asked for moshez."""
+    chain = service(STATIC + ECHO)
+    reply = chain.respond(b"moshez\r\n")
+    assert (reply.data, reply.outcome, reply.backend) == (b"Happy and well\r\n", ANSWERED,
+                                                          "static")
+    reply = chain.respond(b"/W kirk\r\n")
+    assert (reply.data, reply.backend) == (b"user=kirk verbose=True\r\n", "echo")
+
+
+def test_a_failing_backend_is_logged_and_the_next_one_asked(service, capfd) -> None:
+    """An exception in one backend does not reach the client; the chain goes on."""
+    chain = service(FAILING + 'message = "db down"\n' + STATIC)
+    reply = chain.respond(b"moshez\r\n")
+    assert (reply.data, reply.backend) == (b"Happy and well\r\n", "static")
+    assert "backend failing failed for 'moshez': RuntimeError: db down" in capfd.readouterr().err
+
+
+def test_when_every_backend_fails_the_client_gets_a_generic_line(service, capfd) -> None:
+    """All failed: `Finger service unavailable`, never the exception text."""
+    reply = service(FAILING + 'message = "secret detail"\n' + FAILING).respond(b"moshez\r\n")
+    assert reply.data == UNAVAILABLE.encode() + b"\r\n"
+    assert reply.outcome == ERROR
+    assert b"secret" not in reply.data
+    assert capfd.readouterr().err.count("secret detail") == 1
+
+
+def test_unknown_after_a_failure_is_still_no_such_user(service) -> None:
+    """One failure among backends that do not know the user: an ordinary unknown user."""
+    reply = service(FAILING + STATIC).respond(b"ghost\r\n")
+    assert (reply.data, reply.outcome) == (b"No such user.\r\n", NO_SUCH_USER)
+
+
+def test_a_slow_backend_times_out_and_the_next_one_answers(service, capfd) -> None:
+    """backend_timeout bounds each backend; a hung one counts as failed."""
+    chain = service("[server]\nbackend_timeout = 0.3\n"
+                    '[[backend]]\ntype = "slow"\nseconds = 5\n' + STATIC)
+    started = time.monotonic()
+    reply = chain.respond(b"moshez\r\n")
+    assert time.monotonic() - started < 2
+    assert reply.data == b"Happy and well\r\n"
+    assert "TimeoutError: took longer than 0.3 s" in capfd.readouterr().err
+
+
+def test_a_backend_that_cannot_start_is_a_config_error(service) -> None:
+    """A constructor that raises is reported like a bad config: file, backend, reason."""
+    with pytest.raises(ConfigError, match=r"backend\[1\]\.type: backend 'unstartable' failed to "
+                                          r"start: OSError\('cannot open its database'\)"):
+        service('[[backend]]\ntype = "unstartable"\n')
+
+
+def test_backend_options_are_checked_for_typos(service) -> None:
+    """A key the backend did not read is an unknown key, named with its backend."""
+    with pytest.raises(ConfigError, match=r"backend\[1\]\.mesage: unknown key"):
+        service(FAILING + 'mesage = "typo"\n')
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_bytes_get_a_short_clean_answer(line: bytes) -> None:
+    """No byte string makes the service raise; every reply is CRLF-terminated clean text."""
+    chain = FingerService(_ECHO_CONFIG)  # the autouse fixture has registered `echo`
+    reply = chain.respond(line)
+    assert reply.data.endswith(b"\r\n")
+    assert all(32 <= b < 127 or b in b"\t\r\n" for b in reply.data)
+    assert reply.outcome in ("answered", "no such user", "denied", "invalid")
+
+
+def _config_from(text: str) -> Config:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fingerd.toml"
+        path.write_text(text)
+        return load(str(path))
+
+
+_ECHO_CONFIG = _config_from("[server]\nlist_users = true\n" + ECHO + STATIC)
