@@ -1,0 +1,89 @@
+"""The shipped configuration file and systemd units, checked without root or a container.
+
+The end-to-end test (test_systemd_e2e.py) runs them for real; these catch drift early: an
+option added to the code but not to /etc/fingerd/fingerd.toml, a sandbox line dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import REPO, require
+
+from fingerd.config import Config, load
+from fingerd.service import build_backends
+
+SHIPPED_CONFIG = REPO / "debian" / "fingerd.toml"
+SERVICE = REPO / "systemd" / "fingerd@.service"
+SOCKET = REPO / "systemd" / "fingerd.socket"
+# The issue's bar for `systemd-analyze security --offline=true` ("OK" is below 2).
+MAX_EXPOSURE = 1.5
+
+
+def uncommented(text: str) -> str:
+    """The shipped file with its commented-out settings switched on (prose stays comment)."""
+    return re.sub(r'^#(?=[\[A-Za-z"])', "", text, flags=re.MULTILINE)
+
+
+def test_shipped_config_discloses_nothing() -> None:
+    """As installed, /etc/fingerd/fingerd.toml sets nothing: no backend, no listing, no
+    forwarding, so a fresh install answers every user as unknown."""
+    config = load(str(SHIPPED_CONFIG))
+    assert config.backends == []
+    assert not config.server.list_users
+    assert not config.server.forwarding
+
+
+def test_shipped_config_documents_every_option(tmp_path: Path) -> None:
+    """Switching on every commented-out setting gives a valid config with all four backends,
+    and each [server] option the code knows appears in the file (the file is how admins
+    learn the options, so it must not fall behind the code)."""
+    path = tmp_path / "fingerd.toml"
+    path.write_text(uncommented(SHIPPED_CONFIG.read_text()))
+    table = tomllib.loads(path.read_text())
+    config = Config(str(path), table)
+    assert [b.type for b in config.backends] == ["static", "file", "local", "http"]
+    build_backends(config)  # every backend accepts every option shown for it
+    missing = {"list_users", "forwarding", "read_timeout", "backend_timeout", "no_such_user",
+               "no_information", "conceal_unknown", "max_answer_bytes", "max_connections",
+               "max_connections_per_source", "output_charset"} - set(table["server"])
+    assert not missing, f"not in {SHIPPED_CONFIG.name}: {missing}"
+
+
+def test_service_security_exposure() -> None:
+    """`systemd-analyze security --offline=true systemd/fingerd@.service` rates the sandbox
+    at most 1.5, the figure the README quotes."""
+    analyze = shutil.which("systemd-analyze")
+    require(analyze is not None, "systemd-analyze not installed (Debian package systemd)")
+    assert analyze is not None
+    out = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(SERVICE)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert match, out
+    assert float(match.group(1)) <= MAX_EXPOSURE, out
+
+
+@pytest.mark.parametrize("unit", [SOCKET, SERVICE], ids=lambda p: p.name)
+def test_unit_has_the_settings_the_readme_relies_on(unit: Path) -> None:
+    """The lines the README explains are there: flood protection on the socket, the journal
+    for stderr, a runtime cap and a transient user on the service, no [Install] on the
+    template."""
+    text = unit.read_text()
+    settings = dict(re.findall(r"^(\w+)=(.*)$", text, flags=re.MULTILINE))
+    if unit == SOCKET:
+        assert settings["Accept"] == "yes"
+        assert settings["TriggerLimitIntervalSec"] == "0"
+        assert int(settings["MaxConnections"]) > int(settings["MaxConnectionsPerSource"]) > 0
+        assert "[Install]" in text
+    else:
+        assert settings["StandardInput"] == "socket"
+        assert settings["StandardError"] == "journal"
+        assert settings["DynamicUser"] == "yes"
+        assert settings["RuntimeMaxSec"]
+        assert settings["CacheDirectory"] == "fingerd"
+        assert "[Install]" not in text
