@@ -115,7 +115,7 @@ def _debootstrap(root: Path, deadline: float) -> None:
           SUITE, str(root), MIRROR], deadline, what="debootstrap")
     (root / "etc/hosts").write_text(HOSTS)
     (root / "etc/hostname").write_text("fingerd-test\n")
-    # minbase has no /etc/machine-id content; an empty file makes systemd generate one per boot.
+    # Empty: each boot generates its own machine ID instead of sharing the image's.
     (root / "etc/machine-id").write_text("")
     for unit in MASKED_UNITS:
         link = root / "etc/systemd/system" / unit
