@@ -130,9 +130,14 @@ def test_install_enables_and_starts_socket(box: container.Container, deb: Path) 
     assert unit_property(box, "fingerd.socket", "ActiveState") == "active"
     listening = box.run(["ss", "-Htln", "sport", "= :79"]).stdout
     assert re.search(r"(\*|\[::\]):79\b", listening), listening  # dual-stack [::]:79
+    # The installed units load without a warning (man pages: no man-db in the image).
+    verify = box.run(["systemd-analyze", "verify", "--man=no", "fingerd.socket",
+                      "fingerd@probe.service"])
+    assert verify.stderr.strip() == "", verify.stderr
     conffiles = box.run(["dpkg-query", "-W", "-f", "${Conffiles}", "fingerd"]).stdout
     assert CONFIG in conffiles
     box.run(["test", "-f", "/usr/share/man/man8/fingerd.8.gz"])
+    box.run("ls /usr/share/doc/fingerd/README.md*")  # compressed when over 4 kB
     box.run(["test", "-f", "/usr/share/man/man5/fingerd.toml.5.gz"])
 
 
