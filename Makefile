@@ -15,7 +15,7 @@ ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 APT_PACKAGES := python3 python3-venv python3-systemd finger systemd iproute2 util-linux \
 	openssl ca-certificates
 
-.PHONY: all run check test lint deps apt-deps clean bench deb
+.PHONY: all run check test lint deps apt-deps clean
 
 all: check
 
@@ -36,7 +36,7 @@ else
 	@echo "not root: not installing Debian packages ($(APT_PACKAGES)); tests that need them skip"
 endif
 
-deps: apt-deps $(VENV)/.ready
+deps: apt-deps e2e-deps $(VENV)/.ready
 
 run: deps
 	$(VPY) -m fingerd serve --config examples/fingerd.toml --listen 127.0.0.1:1079 \
@@ -46,10 +46,16 @@ lint: deps
 	$(VENV)/bin/ruff check fingerd tests bench
 	$(VENV)/bin/mypy
 
+# The end-to-end test installs the .deb built here into a booted container. nocheck: the package
+# build would otherwise run the same tests a second time.
 test: deps
-	$(VPY) -m pytest
+	DEB_BUILD_OPTIONS=nocheck $(MAKE) deb
+	FINGERD_DEB=$(CURDIR)/$(DEBPKG_DEB) $(VPY) -m pytest
 
-check: lint test
+check: lint test lint-deb
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# `make deb`, `make lint-deb`, `make e2e-deps`: the Debian package and its end-to-end test.
+include mk/deb.mk
