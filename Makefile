@@ -59,3 +59,6 @@ clean:
 
 # `make deb`, `make lint-deb`, `make e2e-deps`: the Debian package and its end-to-end test.
 include mk/deb.mk
+
+# `make bench`: the benchmark suite (bench/, docs/README-performance.md).
+include mk/bench.mk

@@ -1,0 +1,34 @@
+# The benchmark (bench/run.py). Included by the top-level Makefile; works alone too:
+#   make -f mk/bench.mk bench
+#
+#   make bench                          the full run (200k requests per long-running server)
+#   make bench BENCH_ARGS=--quick       a smoke run: tiny counts, every row
+#
+# Needs root: it installs its Debian packages, then measures in a private mount and network
+# namespace (fingerd mounted as the .deb installs it, a journal socket of its own, loopback only).
+# Twisted goes into a venv of the benchmark's own, and Debian's fingerd is fetched with
+# `apt-get download` and unpacked there, not installed; both are kept in $(BENCH_CACHE).
+
+BENCH_PYTHON := /usr/bin/python3
+BENCH_CACHE ?= /var/cache/fingerd-bench
+BENCH_ARGS ?=
+# cc + libc6-dev: bench/spawn.c; systemd: systemd-socket-activate; util-linux: taskset,
+# unshare; iproute2: the namespace's loopback; python3-build/-installer/-setuptools: the wheel,
+# built and installed as pybuild does; finger: what in.fingerd runs; python3-uvloop: measured as
+# an event-loop candidate; git: the list of files to build from.
+BENCH_APT := gcc libc6-dev systemd util-linux iproute2 python3 python3-venv python3-pip \
+	python3-build python3-installer python3-setuptools python3-wheel python3-uvloop finger git
+
+.PHONY: bench bench-deps
+
+bench: bench-deps
+	$(BENCH_PYTHON) bench/run.py --cache $(BENCH_CACHE) $(BENCH_ARGS)
+
+bench-deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench: needs root (see mk/bench.mk)"; exit 2; fi
+	@missing=$$(for p in $(BENCH_APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
