@@ -353,6 +353,7 @@ class Server:
             names = ", ".join(_name(sock) for sock in sockets)
             log.send(f"serving on {names} with {self.service.config.path}")
             notify("READY=1")
+            log.batch()
             self.loop(stopping_at=None)
             notify("STOPPING=1")
             for fd, sock in self.listeners.items():
@@ -365,6 +366,7 @@ class Server:
                 self.close(conn)
             log.send("stopped")
         finally:
+            log.flush()
             signal.set_wakeup_fd(old_wakeup)
 
     def loop(self, stopping_at: float | None) -> None:
@@ -373,6 +375,7 @@ class Server:
         connections = self.connections
         listeners = self.listeners
         wakeup, signal_fd = self.wakeup, self.signal_r.fileno()
+        flush = log.flush
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         while True:
             if stopping_at is not None and (not connections or time.monotonic() > stopping_at):
@@ -402,6 +405,7 @@ class Server:
             if now >= next_sweep:
                 self.sweep(now)
                 next_sweep = now + SWEEP_INTERVAL
+            flush()
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
