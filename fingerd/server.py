@@ -434,7 +434,24 @@ def bind(spec: str) -> socket.socket:
 
 
 def systemd_sockets() -> list[socket.socket]:
-    """Listening sockets passed by systemd (``LISTEN_FDS``), per sd_listen_fds(3)."""
+    """Listening sockets passed by systemd (``LISTEN_FDS``), per sd_listen_fds(3).
+
+    python-systemd's ``systemd.daemon.listen_fds`` when it is installed (Debian's package
+    depends on it); otherwise the same protocol, read here.
+    """
+    try:
+        from systemd.daemon import listen_fds
+    except ImportError:
+        fds = _listen_fds()
+    else:
+        fds = listen_fds(unset_environment=True)
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    for sock in sockets:
+        sock.setblocking(False)
+    return sockets
+
+
+def _listen_fds() -> list[int]:
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return []
     try:
@@ -443,17 +460,21 @@ def systemd_sockets() -> list[socket.socket]:
         return []
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)  # not for our children
-    sockets = [socket.socket(fileno=fd) for fd in range(SD_LISTEN_FDS_START,
-                                                          SD_LISTEN_FDS_START + count)]
-    for sock in sockets:
-        sock.setblocking(False)
-    return sockets
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
 
 
 def notify(state: str) -> None:
     """sd_notify(3): tell systemd we are ready / stopping, when it asked (Type=notify)."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
+        return
+    try:
+        from systemd.daemon import notify as sd_notify
+    except ImportError:
+        pass
+    else:
+        if not sd_notify(state):
+            log.warning(f"sd_notify({state!r}) failed")
         return
     if address.startswith("@"):
         address = "\0" + address[1:]

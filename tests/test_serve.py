@@ -162,3 +162,15 @@ def test_serve_takes_sockets_from_systemd(make_config) -> None:
         stderr = proc.stderr.read().decode()
         proc.stderr.close()
     assert f"serving on 127.0.0.1:{port}" in stderr
+
+
+def test_listen_fds_protocol_without_python_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback reader of sd_listen_fds(3): only for our PID, and it unsets the variables."""
+    from fingerd.server import _listen_fds
+
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    assert _listen_fds() == []  # meant for another process
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    assert _listen_fds() == [3, 4]
+    assert "LISTEN_FDS" not in os.environ and "LISTEN_PID" not in os.environ
