@@ -7,7 +7,8 @@
 # dpkg-buildpackage writes into the parent directory; the results are moved into $(DEBPKG_DIST)
 # and the tree is cleaned afterwards (--post-clean), so a build leaves nothing behind but dist/.
 
-DEBPKG_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+# The version in file names: dpkg leaves the epoch out (1:0.1.0 -> fingerd_0.1.0_all.deb).
+DEBPKG_VERSION := $(shell sed -n '1s/^[^(]*(\([0-9]*:\)\{0,1\}\([^)]*\)).*/\2/p' debian/changelog)
 DEBPKG_ARCH := $(shell dpkg --print-architecture)
 DEBPKG_DIST ?= dist
 DEBPKG_DEB := $(DEBPKG_DIST)/fingerd_$(DEBPKG_VERSION)_all.deb

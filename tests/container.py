@@ -4,10 +4,10 @@ The end-to-end tests need a real systemd as PID 1: socket activation, ``DynamicU
 journal and the sandbox only exist there. This module
 
 1. builds a ``debootstrap --variant=minbase`` bookworm root once, with everything the tests need
-   pre-installed, and caches it outside the repository (``/var/cache/fingerd-tests`` unless
-   ``FINGERD_TEST_CACHE`` says otherwise), keyed by a hash of the recipe; the build goes to a
-   temporary directory that is renamed into place, under a lock, so that concurrent runs neither
-   build twice nor see half a root;
+   pre-installed (and Debian's own fingerd pre-downloaded), and caches it outside the repository
+   (``/var/cache/fingerd-tests`` unless ``FINGERD_TEST_CACHE`` says otherwise), keyed by a hash
+   of the recipe; the build goes to a temporary directory that is renamed into place, under a
+   lock, so that concurrent runs neither build twice nor see half a root;
 2. boots a throw-away copy of it (an overlay on the cached root, or a ``cp -a --reflink=auto``
    where overlayfs is unavailable) with ``systemd-nspawn --boot --private-network``, so the boot
    needs no network and the container's loopback is its own;
@@ -45,6 +45,15 @@ PACKAGES: tuple[str, ...] = (
     "finger", "netbase", "iproute2", "procps",
 )
 
+#: Debian's own finger server (binary package ``fingerd`` from source bsd-finger, the name ours
+#: takes over) and an inetd to run it, downloaded with every dependency the minbase root lacks
+#: into :data:`TAKEOVER_DEBS` in the root, but not installed: the takeover test installs them in a
+#: booted container (offline, like the rest), then ours over them. Not installed in the image,
+#: so that the other tests see a host without inetd, as most are.
+TAKEOVER_PACKAGES: tuple[str, ...] = ("fingerd", "openbsd-inetd")
+# Not under /root (0700): apt reads local .debs as its sandbox user _apt.
+TAKEOVER_DEBS = "/opt/debian-fingerd"
+
 #: Written into the root after debootstrap. Changing any of this changes the cache key.
 HOSTS = """\
 127.0.0.1\tlocalhost
@@ -56,7 +65,7 @@ MASKED_UNITS: tuple[str, ...] = (
     "console-getty.service", "getty@.service", "systemd-remount-fs.service",
     "apt-daily.timer", "apt-daily-upgrade.timer",
 )
-RECIPE_VERSION = "1"  # bump when the build steps below change in a way the key does not see
+RECIPE_VERSION = "2"  # bump when the build steps below change in a way the key does not see
 
 HOST_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
               "nsenter": "util-linux"}
@@ -84,7 +93,8 @@ def unavailable_reason() -> str | None:
 
 def cache_key() -> str:
     """Hash of everything that goes into the cached root."""
-    recipe = "\n".join((RECIPE_VERSION, SUITE, MIRROR, *PACKAGES, HOSTS, *MASKED_UNITS))
+    recipe = "\n".join((RECIPE_VERSION, SUITE, MIRROR, *PACKAGES, HOSTS, *MASKED_UNITS,
+                        *TAKEOVER_PACKAGES, TAKEOVER_DEBS))
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -122,8 +132,23 @@ def _debootstrap(root: Path, deadline: float) -> None:
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
         link.symlink_to("/dev/null")
+    _download_takeover_debs(root, deadline)
     # Keep the image small; the package lists stay so that apt can resolve ./x.deb offline.
     _run(["chroot", str(root), "apt-get", "clean"], deadline, what="apt-get clean")
+
+
+def _download_takeover_debs(root: Path, deadline: float) -> None:
+    """Put TAKEOVER_PACKAGES and what they need beyond the image into TAKEOVER_DEBS, as apt in
+    the root resolves them (so exactly the .debs an offline ``apt-get install`` will want)."""
+    debs = root / TAKEOVER_DEBS.lstrip("/")
+    (debs / "partial").mkdir(parents=True)
+    _run(["chroot", str(root), "apt-get", "install", "--download-only", "--yes",
+          "--no-install-recommends", "-o", f"Dir::Cache::Archives={TAKEOVER_DEBS}",
+          *TAKEOVER_PACKAGES], deadline, what="downloading Debian's fingerd")
+    shutil.rmtree(debs / "partial")
+    (debs / "lock").unlink(missing_ok=True)
+    if not list(debs.glob("fingerd_*.deb")):
+        raise ContainerError(f"no fingerd_*.deb in {debs} after the download")
 
 
 @contextlib.contextmanager

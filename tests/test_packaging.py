@@ -6,6 +6,7 @@ option added to the code but not to /etc/fingerd/fingerd.toml, a sandbox line dr
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, require
 
+import fingerd
 from fingerd.config import Config, load
 from fingerd.service import build_backends
 
@@ -53,6 +55,45 @@ def test_shipped_config_documents_every_option(tmp_path: Path) -> None:
                "no_information", "conceal_unknown", "max_answer_bytes", "max_connections",
                "max_connections_per_source", "output_charset"} - set(table["server"])
     assert not missing, f"not in {SHIPPED_CONFIG.name}: {missing}"
+
+
+def changelog_version() -> str:
+    first = (REPO / "debian" / "changelog").read_text().splitlines()[0]
+    match = re.match(r"fingerd \((\S+)\) ", first)
+    assert match, first
+    return match.group(1)
+
+
+def test_package_version_is_epoch_1_and_above_debians_fingerd() -> None:
+    """The package version is 1:<fingerd's own version>. The epoch makes it sort above Debian's
+    fingerd (bsd-finger, 0.17-17 in bookworm), the package of the same name it replaces, so
+    installing it over Debian's is an upgrade and the archive never "upgrades" it back."""
+    version = changelog_version()
+    assert version == f"1:{fingerd.__version__}"
+    dpkg = shutil.which("dpkg")
+    require(dpkg is not None, "dpkg not installed")
+    assert dpkg is not None
+    subprocess.run([dpkg, "--compare-versions", version, "gt", "0.17-17"], check=True,
+                   timeout=30)
+
+
+def test_deb_file_name_leaves_out_the_epoch() -> None:
+    """mk/deb.mk names the .deb and .changes the way dpkg-buildpackage writes them, without the
+    epoch: dist/fingerd_<version>_all.deb, not fingerd_1:<version>_all.deb."""
+    make = shutil.which("make")
+    require(make is not None, "make not installed")
+    assert make is not None
+    # Not the flags of a make we may run under (the package build's debian/rules): they would
+    # add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(
+        [make, "-s", "--no-print-directory", "-f", "mk/deb.mk", "--eval",
+         "print-names: ; @echo $(DEBPKG_DEB) $(DEBPKG_CHANGES)", "print-names"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        check=True).stdout.split()
+    upstream = changelog_version().split(":", 1)[1]
+    assert out[0] == f"dist/fingerd_{upstream}_all.deb"
+    assert re.fullmatch(rf"dist/fingerd_{re.escape(upstream)}_[a-z0-9]+\.changes", out[1])
 
 
 def test_service_security_exposure() -> None:

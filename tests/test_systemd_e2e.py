@@ -1,7 +1,9 @@
 """End to end on a booted systemd: the .deb, the units, the real finger client (issue 4).
 
-One container is booted for the whole module (see tests/container.py) and the tests run in the
-order written, like an admin would: install, configure, use, flood, restart, remove, purge.
+One container is booted for the module's main sequence (see tests/container.py) and the tests run
+in the order written, like an admin would: install, configure, use, flood, restart, remove, purge.
+A second container, at the end, starts from Debian's own fingerd (bsd-finger, run by inetd) and
+installs ours over it: the upgrade that takes over port 79.
 
 Needs root, debootstrap and systemd-nspawn (``make e2e-deps``); skipped with the reason
 otherwise, and failing instead in CI (CI=true). The .deb is ``$FINGERD_DEB`` when set (``make
@@ -318,3 +320,104 @@ def test_remove_keeps_config_and_purge_removes_everything(box: container.Contain
     status = box.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", "fingerd"],
                      check=False).stdout
     assert status in ("", "not-installed"), status
+
+
+# -- taking over from Debian's fingerd, in a container of its own -----------------------------
+# Debian's finger server (source bsd-finger) is also a binary package called `fingerd`, run by
+# inetd. Ours carries the epoch 1 so that installing it over Debian's is an upgrade; its postinst
+# removes the inetd entry Debian's prerm leaves disabled. The .debs of Debian's fingerd and of
+# openbsd-inetd are in the cached image (container.TAKEOVER_DEBS), so this stays offline.
+INETD_CONF = "/etc/inetd.conf"
+
+
+@pytest.fixture(scope="class")
+def host_with_debian_fingerd() -> Iterator[container.Container]:
+    """A freshly booted bookworm, separate from `box`: nothing of ours was ever installed."""
+    reason = container.unavailable_reason()
+    require(reason is None, f"cannot boot a systemd container: {reason}")
+    with container.Container(container.cached_root()) as c:
+        yield c
+
+
+def port_79_owner(box: container.Container) -> str:
+    """The process listening on TCP port 79, as `ss -p` names it ("" when none)."""
+    out = box.run(["ss", "-Htlnp", "sport", "= :79"]).stdout
+    names = set(re.findall(r'\(\("([^"]+)"', out))
+    return " ".join(sorted(names))
+
+
+def fingerd_entries(box: container.Container) -> list[str]:
+    """Lines of /etc/inetd.conf that name in.fingerd, enabled or disabled ("#<off># ...")."""
+    text = box.run(["cat", INETD_CONF]).stdout
+    return [line for line in text.splitlines() if "in.fingerd" in line]
+
+
+class TestTakeoverFromDebianFingerd:
+    """The tests run in order on one container: Debian's fingerd first, then ours over it."""
+
+    def test_debian_fingerd_serves_port_79_through_inetd(
+            self, host_with_debian_fingerd: container.Container) -> None:
+        """The starting point: Debian's fingerd 0.17-17 (with openbsd-inetd) installs offline,
+        registers in.fingerd in /etc/inetd.conf, and inetd answers finger on port 79."""
+        c = host_with_debian_fingerd
+        debs = container.TAKEOVER_DEBS
+        c.run(f"apt-get install -y --no-install-recommends {debs}/*.deb", timeout=240)
+        theirs = c.run(f"dpkg-deb -f {debs}/fingerd_*.deb Version").stdout.strip()
+        assert c.run(["dpkg-query", "-W", "-f", "${Version}", "fingerd"]).stdout == theirs
+        enabled = [e for e in fingerd_entries(c) if re.match(r"finger\s", e)]
+        assert enabled and enabled[0].split()[-1] == "/usr/sbin/in.fingerd", fingerd_entries(c)
+        wait_for(lambda: port_79_owner(c) == "inetd", "inetd to listen on port 79")
+        assert "Login: root" in finger(c, "root@localhost")  # in.fingerd runs `finger root`
+
+    def test_installing_ours_upgrades_and_takes_over_port_79(
+            self, host_with_debian_fingerd: container.Container, deb: Path) -> None:
+        """`apt-get install ./fingerd_*.deb` over Debian's fingerd is an upgrade to 1:<version>:
+        /usr/sbin/in.fingerd is gone, /etc/inetd.conf keeps no in.fingerd line (neither the
+        enabled one nor the disabled one Debian's prerm leaves), inetd has let go of port 79,
+        fingerd.socket holds it, and `finger moshez@localhost` answers from a static entry."""
+        c = host_with_debian_fingerd
+        ours = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
+                              text=True, check=True, timeout=30).stdout.strip()
+        assert ours.startswith("1:"), ours
+        c.copy_in(deb, "/root/")
+        out = c.run(["apt-get", "install", "-y", f"/root/{deb.name}"], timeout=180).stdout
+        assert re.search(r"^1 upgraded, 0 newly installed, 0 to remove", out, re.MULTILINE), out
+        assert c.run(["dpkg-query", "-W", "-f", "${Version}", "fingerd"]).stdout == ours
+        c.run(["test", "!", "-e", "/usr/sbin/in.fingerd"])
+        assert fingerd_entries(c) == []
+        assert unit_property(c, "fingerd.socket", "ActiveState") == "active"
+        assert port_79_owner(c) == "systemd"
+        # inetd itself keeps running, for whatever else it serves.
+        assert unit_property(c, "openbsd-inetd.service", "ActiveState") == "active"
+        c.write_file(CONFIG, STATIC_CONFIG)
+        assert "Happy and well" in finger(c, "moshez@localhost")
+
+    def test_archive_fingerd_does_not_replace_ours(
+            self, host_with_debian_fingerd: container.Container) -> None:
+        """With the Debian archive's package lists (bookworm main, which has fingerd 0.17-17),
+        apt sees ours as the newer version: `apt-get upgrade` and `apt-get install fingerd`
+        leave it alone (simulated: the container has no network, and needs none for this)."""
+        c = host_with_debian_fingerd
+        policy = c.run(["apt-cache", "policy", "fingerd"]).stdout
+        assert "0.17-17" in policy, policy  # the archive's version is known to apt
+        installed = re.search(r"Installed: (\S+)", policy)
+        candidate = re.search(r"Candidate: (\S+)", policy)
+        assert installed and candidate, policy
+        assert installed[1].startswith("1:") and candidate[1] == installed[1], policy
+        upgrade = c.run(["apt-get", "--simulate", "upgrade"]).stdout
+        assert not re.search(r"^Inst fingerd ", upgrade, re.MULTILINE), upgrade
+        install = c.run(["apt-get", "--simulate", "install", "fingerd"]).stdout
+        assert "fingerd is already the newest version" in install, install
+
+    def test_going_back_to_debians_fingerd(
+            self, host_with_debian_fingerd: container.Container) -> None:
+        """The way back the README gives: `apt purge fingerd`, then installing Debian's again
+        brings back its inetd entry, and inetd answers on port 79 once more."""
+        c = host_with_debian_fingerd
+        c.run(["apt-get", "purge", "-y", "fingerd"], timeout=120)
+        assert port_79_owner(c) == ""
+        c.run(f"apt-get install -y --no-install-recommends {container.TAKEOVER_DEBS}/fingerd_*.deb",
+              timeout=120)
+        assert [e for e in fingerd_entries(c) if re.match(r"finger\s", e)], fingerd_entries(c)
+        wait_for(lambda: port_79_owner(c) == "inetd", "inetd to listen on port 79 again")
+        assert "Login: root" in finger(c, "root@localhost")
