@@ -17,6 +17,9 @@ ENTRY_POINT_GROUP = "fingerd.backends"
 # type -> "module:class"
 BUILTIN = {
     "static": "fingerd.backends.static:StaticBackend",
+    "file": "fingerd.backends.file:FileBackend",
+    "local": "fingerd.backends.local:LocalBackend",
+    "http": "fingerd.backends.http:HttpBackend",
 }
 
 

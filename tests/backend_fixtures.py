@@ -1,0 +1,421 @@
+"""Real parts for the backend tests: config files, the handler on a socket, ``fingerd serve``,
+HTTP(S) servers on loopback, a test CA, namespaces, unprivileged runs.
+
+Plain functions and context managers, no pytest fixtures, so that any test module can use them
+without conftest.py (which belongs to the core tests). Nothing here mocks anything: every
+helper starts the real program or server and talks to it over a real socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fingerd.backend import Backend
+from fingerd.config import Config
+from fingerd.service import build_backends
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+NOBODY_UID = 65534
+
+# What a child fingerd sees: the repository on its path, no journal, no config from outside.
+_DROPPED_ENV = ("JOURNAL_STREAM", "FINGERD_CONFIG", "CACHE_DIRECTORY", "LISTEN_FDS",
+                "LISTEN_PID", "NOTIFY_SOCKET", "REMOTE_ADDR", "PYTHONPATH")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env["PYTHONPATH"] = str(REPO)
+    env["LC_ALL"] = "C"
+    env.update(extra or {})
+    return env
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def _toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else _toml_value(key)
+
+
+def config_text(backends: list[dict[str, object]], server: dict[str, object] | None = None) -> str:
+    """A fingerd.toml with ``[server]`` and one ``[[backend]]`` per table."""
+    lines = ["[server]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in (server or {}).items()]
+    for table in backends:
+        lines += ["", "[[backend]]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path, backends: list[dict[str, object]],
+                 server: dict[str, object] | None = None) -> Path:
+    path.write_text(config_text(backends, server))
+    path.chmod(0o644)
+    return path
+
+
+def make_backend(table: dict[str, object]) -> Backend:
+    """Build one backend exactly as the chain does (type lookup, options, unknown-key check)."""
+    [(_name, backend)] = build_backends(Config("test.toml", {"backend": [dict(table)]}))
+    return backend
+
+
+# -- the per-connection handler on a real socket --------------------------------------------------
+
+class Reply:
+    def __init__(self, data: bytes, log: str, returncode: int) -> None:
+        self.data, self.log, self.returncode = data, log, returncode
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def run_handler(config: Path, query: bytes, env: dict[str, str] | None = None,
+                timeout: float = 30, prefix: list[str] | None = None) -> Reply:
+    """Run ``fingerd --config CONFIG`` with one end of a socketpair as its stdin and stdout,
+    as systemd (``Accept=yes``) or inetd would, send ``query`` and read the reply to EOF."""
+    ours, theirs = socket.socketpair()
+    with ours:
+        proc = subprocess.Popen([*(prefix or []), PYTHON, "-m", "fingerd", "--config",
+                                 str(config)], stdin=theirs, stdout=theirs,
+                                stderr=subprocess.PIPE, env=child_env(env), cwd="/")
+        theirs.close()
+        try:
+            ours.sendall(query)
+            data = read_to_eof(ours, timeout)
+            _, err = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return Reply(data, err.decode("utf-8", "replace"), proc.returncode)
+
+
+def read_to_eof(sock: socket.socket, timeout: float, limit: int = 16 * 1024 * 1024) -> bytes:
+    deadline = time.monotonic() + timeout
+    chunks = []
+    total = 0
+    while total < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no EOF from fingerd")
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def run_query(config: Path, *words: str, env: dict[str, str] | None = None,
+              prefix: list[str] | None = None, timeout: float = 30) -> Reply:
+    """``fingerd query [/W] [USER]``: the bytes a client would get, without a socket."""
+    proc = subprocess.run([*(prefix or []), PYTHON, "-m", "fingerd", "query", "--config",
+                           str(config), *words], capture_output=True, env=child_env(env),
+                          timeout=timeout, cwd="/")
+    return Reply(proc.stdout, proc.stderr.decode("utf-8", "replace"), proc.returncode)
+
+
+# -- fingerd serve --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def finger(port: int, query: bytes, host: str = "127.0.0.1", timeout: float = 30) -> bytes:
+    """What a finger client gets: connect, send the query line, read to EOF."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(query)
+        return read_to_eof(sock, timeout)
+
+
+class Served:
+    """A running ``fingerd serve``: its port, and the log it has written so far."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc, self.port = proc, port
+        self._log: list[str] = []
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._log.append(line.decode("utf-8", "replace"))
+
+    @property
+    def log(self) -> str:
+        return "".join(self._log)
+
+    def query(self, query: bytes, timeout: float = 30) -> bytes:
+        return finger(self.port, query, timeout=timeout)
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log:
+                return True
+            time.sleep(0.02)
+        return False
+
+
+def serve_user_args() -> list[str]:
+    """``fingerd serve`` refuses to run as root: it must switch to an unprivileged user."""
+    return ["--user", "nobody"] if os.geteuid() == 0 else []
+
+
+@contextlib.contextmanager
+def fingerd_serve(config: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Start ``python -m fingerd serve`` on a free loopback port; stop it with SIGTERM.
+
+    As root it runs as nobody, so everything it reads must be readable by nobody (see
+    :func:`public_dir`).
+    """
+    for _attempt in range(5):
+        port = free_port()
+        proc = subprocess.Popen([PYTHON, "-m", "fingerd", "serve", "--config", str(config),
+                                 "--listen", f"127.0.0.1:{port}", *serve_user_args()],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=child_env(env), cwd="/")
+        served = Served(proc, port)
+        if served.wait_for_log("serving on", timeout=15):
+            break
+        proc.kill()
+        proc.wait()
+        if "cannot listen" not in served.log:  # anything but a lost race for the port
+            raise AssertionError(f"fingerd serve did not start:\n{served.log}")
+    else:
+        raise AssertionError("no free port for fingerd serve")
+    try:
+        yield served
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        served._reader.join(5)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def within(seconds: float, call: Callable[[], object]) -> object:
+    """``call()``'s result, or a test failure if it does not return in time. For code that
+    would hang if a guard regressed (a FIFO opened without O_NONBLOCK): the test fails
+    instead of hanging (the stuck thread is a daemon, abandoned at exit)."""
+    result: list[object] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as e:  # handed to the test
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"did not return within {seconds} s")
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+# -- files readable by an unprivileged service user -----------------------------------------------
+
+@contextlib.contextmanager
+def public_dir() -> Iterator[Path]:
+    """A temporary directory that ``nobody`` can read (pytest's tmp_path is 0700 for root)."""
+    path = Path(tempfile.mkdtemp(prefix="fingerd-test-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def unprivileged_prefix() -> list[str]:
+    """A command prefix that runs a program as nobody when we are root (file permissions do
+    not apply to root), and nothing when we are not root already."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", f"--reuid={NOBODY_UID}", f"--regid={NOBODY_UID}", "--clear-groups",
+            "--"]
+
+
+def needs_root(why: str) -> None:
+    """Skip (with the reason) unless root; in CI (CI=true, where we run as root) fail instead."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    for tool in ("unshare", "mount", "ip"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    if not missing:
+        return
+    message = f"{why}: needs {', '.join(missing)}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (CI=true: these tests must run)")
+    pytest.skip(message)
+
+
+# -- HTTP and HTTPS servers on loopback -----------------------------------------------------------
+
+Route = Callable[["StatusHandler"], None]
+
+
+class StatusHandler(http.server.BaseHTTPRequestHandler):
+    """Dispatches to the server's routes by path prefix; records every request."""
+
+    server: StatusServer
+    protocol_version = "HTTP/1.1"
+    timeout = 10  # a client that connects and says nothing does not keep a thread forever
+
+    def do_GET(self) -> None:
+        self.server.requests.append((self.path, dict(self.headers.items())))
+        for prefix, route in sorted(self.server.routes.items(), key=lambda r: -len(r[0])):
+            if self.path.startswith(prefix):
+                route(self)
+                return
+        self.send_text("not found", 404)
+
+    def send_text(self, body: str | bytes, status: int = 200,
+                  content_type: str = "text/plain; charset=utf-8",
+                  headers: dict[str, str] | None = None) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+        self.close_connection = True
+
+    def redirect(self, location: str, status: int = 302) -> None:
+        self.send_text("", status, headers={"Location": location})
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # requests are recorded in server.requests
+
+
+class StatusServer(http.server.ThreadingHTTPServer):
+    """A real HTTP server on 127.0.0.1, port 0, in a thread; HTTPS with ``tls``."""
+
+    daemon_threads = True
+
+    def __init__(self, routes: dict[str, Route], tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), StatusHandler)
+        self.routes = routes
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.stopping = threading.Event()  # slow routes wait on this, so stopping is quick
+        if tls is not None:
+            # The handshake happens in the handler's thread, on its first read: a client that
+            # never speaks must not block accept() and with it the server's shutdown.
+            self.socket = tls.wrap_socket(self.socket, server_side=True,
+                                          do_handshake_on_connect=False)
+        self.scheme = "https" if tls else "http"
+        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that hung up early (our timeouts and caps do that on purpose)
+
+    def __enter__(self) -> StatusServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()
+        self.thread.join(5)
+
+
+class TestCA:
+    """A CA and a server certificate made with the openssl command line, for loopback TLS."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, directory: Path, names: tuple[str, ...] = ("localhost",),
+                 ips: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        if shutil.which("openssl") is None:
+            pytest.skip("needs the openssl command (Debian package openssl)")
+        self.dir = directory
+        self.ca_cert = directory / "ca.pem"
+        self.ca_key = directory / "ca.key"
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        _openssl("req", "-x509", *ec, "-keyout", self.ca_key, "-out", self.ca_cert,
+                 "-days", "2", "-subj", "/CN=fingerd test CA",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self.serial = 1
+        self.server_cert, self.server_key = self.issue("server", names, ips)
+
+    def issue(self, stem: str, names: tuple[str, ...], ips: tuple[str, ...]) -> tuple[Path, Path]:
+        key, csr, cert = (self.dir / f"{stem}.{ext}" for ext in ("key", "csr", "pem"))
+        ext = self.dir / f"{stem}.ext"
+        alt = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{i}" for i in ips)])
+        ext.write_text(f"subjectAltName={alt}\nbasicConstraints=CA:FALSE\n"
+                       "extendedKeyUsage=serverAuth\nkeyUsage=digitalSignature\n")
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-keyout", key, "-out", csr, "-subj", f"/CN={(names or ips)[0]}")
+        self.serial += 1
+        _openssl("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
+                 "-set_serial", str(self.serial), "-days", "2", "-extfile", ext, "-out", cert)
+        return cert, key
+
+    def server_context(self, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert or self.server_cert, key or self.server_key)
+        return context
+
+
+def _openssl(*args: object) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)

@@ -1,0 +1,210 @@
+"""Third-party backends: a real package declaring an entry point in ``fingerd.backends``.
+
+The package is the example of docs/README-backends.md, taken from the document itself (so the
+README's example is the one that is tested), built and installed by pip (``--no-index
+--no-build-isolation``: no network) into a directory that goes on the path. There pip writes
+real ``*.dist-info`` metadata with ``entry_points.txt``, which importlib.metadata reads as it
+would in site-packages (see :func:`install` for machines without the build tools). Then
+fingerd answers through it: in the chain, through the handler on a socket, and through
+``fingerd serve``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from backend_contract import BackendContract, World
+from backend_fixtures import (
+    PYTHON,
+    REPO,
+    child_env,
+    fingerd_serve,
+    public_dir,
+    run_handler,
+    write_config,
+)
+
+README = REPO / "docs" / "README-backends.md"
+
+
+def readme_block(first_line: str) -> str:
+    """The fenced code block of the README that starts with ``first_line``."""
+    for block in re.findall(r"```[a-z]*\n(.*?)```", README.read_text(), flags=re.DOTALL):
+        if block.startswith(first_line + "\n"):
+            return block
+    raise AssertionError(f"no block starting with {first_line!r} in {README}")
+
+
+def install(source: Path, target: Path) -> None:
+    """Install the project in ``source`` into the path entry ``target``.
+
+    With pip when the build tools are there (``--no-index --no-build-isolation``: no
+    network). setuptools 66 (bookworm) needs the ``wheel`` package to build, which a fresh
+    venv lacks without Debian's python3-wheel; then the same metadata pip would write (the
+    dist-info's METADATA and entry_points.txt, from the project's pyproject.toml) is written
+    here, which is all importlib.metadata reads.
+    """
+    if importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel"):
+        proc = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-index",
+                               "--no-build-isolation", "--no-deps",
+                               "--disable-pip-version-check", "--no-cache-dir",
+                               "--target", str(target), str(source)],
+                              capture_output=True, text=True, timeout=300, cwd=source)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return
+    project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+    name, version = project["name"], project["version"]
+    info = target / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = []
+    for group, entries in project["entry-points"].items():
+        lines.append(f"[{group}]")
+        lines += [f"{key} = {value}" for key, value in entries.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for module in source.glob("*.py"):
+        shutil.copy(module, target / module.name)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Path]:
+    """A path entry holding the installed example package and a broken one."""
+    with public_dir() as directory:
+        source = directory / "src"
+        (source / "uptime").mkdir(parents=True)
+        (source / "uptime" / "fingerd_uptime.py").write_text(readme_block("# fingerd_uptime.py"))
+        (source / "uptime" / "pyproject.toml").write_text(readme_block("# pyproject.toml"))
+        (source / "broken").mkdir()
+        (source / "broken" / "fingerd_broken.py").write_text("raise ImportError('no luck')\n")
+        (source / "broken" / "pyproject.toml").write_text(
+            '[project]\nname = "fingerd-broken"\nversion = "1.0"\n'
+            '[project.entry-points."fingerd.backends"]\nbroken = "fingerd_broken:Broken"\n')
+        target = directory / "site"
+        for name in ("uptime", "broken"):
+            install(source / name, target)
+        for path in [target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (directory / "uptime").write_text("93784.56 100.0\n")  # 1 day, 2:03
+        (directory / "uptime").chmod(0o644)
+        yield target
+
+
+def plugin_env(site: Path) -> dict[str, str]:
+    return {"PYTHONPATH": f"{REPO}:{site}"}
+
+
+def test_readme_example_is_short_and_complete() -> None:
+    """The README's example is a whole package (module and pyproject.toml), under 30 lines."""
+    module, project = readme_block("# fingerd_uptime.py"), readme_block("# pyproject.toml")
+    assert "class UptimeBackend(Backend):" in module
+    assert '[project.entry-points."fingerd.backends"]' in project
+    assert len((module + project).strip().splitlines()) < 30
+
+
+def test_installed_entry_point_metadata(site: Path) -> None:
+    """The package is installed with a dist-info whose entry_points.txt declares the type."""
+    [entry_points] = site.glob("fingerd_uptime-1.0.dist-info/entry_points.txt")
+    assert entry_points.read_text().split() == ["[fingerd.backends]", "uptime", "=",
+                                                "fingerd_uptime:UptimeBackend"]
+
+
+def test_plugin_answers_through_the_handler(site: Path) -> None:
+    """End to end: ``type = "uptime"`` is found by its entry point and answers a real query
+    through the per-connection handler on a socket; other users go down the chain."""
+    directory = site.parent
+    config = write_config(directory / "fingerd.toml", [
+        {"type": "uptime", "path": str(directory / "uptime")},
+        {"type": "static", "users": {"alice": "static alice"}}])
+    reply = run_handler(config, b"uptime\r\n", env=plugin_env(site))
+    assert reply.data == b"up 1 days, 2:03\r\n", reply.log
+    assert "backend=uptime outcome=answered" in reply.log
+    assert run_handler(config, b"alice\r\n", env=plugin_env(site)).data == b"static alice\r\n"
+
+
+def test_plugin_answers_through_serve(site: Path) -> None:
+    """End to end: ``fingerd serve`` loads the plugin once and answers through it."""
+    directory = site.parent
+    config = write_config(directory / "serve.toml", [
+        {"type": "uptime", "path": str(directory / "uptime"), "name": "up"}])
+    with fingerd_serve(config, env=plugin_env(site)) as served:
+        assert served.query(b"uptime\r\n") == b"up 1 days, 2:03\r\n", served.log
+        assert served.query(b"/W uptime\r\n") == b"up 1 days, 2:03\r\n"
+        assert served.query(b"alice\r\n") == b"No such user.\r\n"
+    assert "backend=up outcome=answered" in served.log
+
+
+def test_check_lists_the_plugin(site: Path) -> None:
+    """``fingerd check`` names the plugin's class; an unknown type lists the installed ones."""
+    directory = site.parent
+    config = write_config(directory / "check.toml", [{"type": "uptime"}])
+    proc = subprocess.run([PYTHON, "-m", "fingerd", "check", "--config", str(config)],
+                          capture_output=True, text=True, env=child_env(plugin_env(site)))
+    assert proc.returncode == 0, proc.stderr
+    assert "backend 1: uptime (fingerd_uptime.UptimeBackend)" in proc.stdout
+    config = write_config(directory / "check.toml", [{"type": "upTime"}])
+    proc = subprocess.run([PYTHON, "-m", "fingerd", "check", "--config", str(config)],
+                          capture_output=True, text=True, env=child_env(plugin_env(site)))
+    assert proc.returncode == 1
+    assert ("backend[1].type: unknown backend type 'upTime' (known: broken, file, http, local, "
+            "static, uptime)") in proc.stderr
+
+
+def test_plugin_options_are_checked(site: Path) -> None:
+    """A plugin's options go through the same checks: a misspelt one is a config error."""
+    directory = site.parent
+    config = write_config(directory / "typo.toml", [{"type": "uptime", "pth": "/x"}])
+    proc = subprocess.run([PYTHON, "-m", "fingerd", "check", "--config", str(config)],
+                          capture_output=True, text=True, env=child_env(plugin_env(site)))
+    assert proc.returncode == 1
+    assert "backend[1].pth: unknown key" in proc.stderr
+
+
+def test_broken_plugin_is_a_clear_config_error(site: Path) -> None:
+    """A plugin that does not import: ``fingerd check`` says which and why; the handler
+    gives the client a short line and logs the reason, no traceback anywhere."""
+    directory = site.parent
+    config = write_config(directory / "broken.toml", [{"type": "broken"}])
+    proc = subprocess.run([PYTHON, "-m", "fingerd", "check", "--config", str(config)],
+                          capture_output=True, text=True, env=child_env(plugin_env(site)))
+    assert proc.returncode == 1
+    assert "cannot load backend 'broken': ImportError('no luck')" in proc.stderr
+    reply = run_handler(config, b"alice\r\n", env=plugin_env(site))
+    assert reply.data == b"Finger service unavailable\r\n"
+    assert "cannot load backend 'broken'" in reply.log
+    assert "Traceback" not in reply.log + proc.stderr
+
+
+def test_builtin_types_never_scan_entry_points() -> None:
+    """A config with built-in types only does not import importlib.metadata (~20 ms per
+    connection): plugins cost only the configs that use them."""
+    code = ("import sys\n"
+            "from fingerd.config import Config\n"
+            "from fingerd.service import FingerService\n"
+            "FingerService(Config('t', {'backend': [{'type': t} for t in\n"
+            "    ('static', 'local')] + [{'type': 'file', 'path': '/etc/hostname'},\n"
+            "    {'type': 'http', 'url': 'http://127.0.0.1/{user}'}]}))\n"
+            "print('importlib.metadata' in sys.modules)\n")
+    proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO)}, check=True)
+    assert proc.stdout.strip() == "False"
+
+
+class TestUptimePluginContract(BackendContract):
+    """The README's example keeps the same contract as the built-in backends."""
+
+    @pytest.fixture
+    def world(self, site: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+        monkeypatch.syspath_prepend(str(site))
+        import importlib
+
+        importlib.invalidate_caches()
+        return World(table={"type": "uptime", "path": str(site.parent / "uptime")},
+                     known="uptime", expect="up 1 days, 2:03", env=plugin_env(site),
+                     bad_options=[("path", 1), ("user", ["x"])])

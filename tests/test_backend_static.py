@@ -1,0 +1,14 @@
+"""The static backend (the model for the others) keeps the shared backend contract."""
+
+from __future__ import annotations
+
+import pytest
+from backend_contract import BackendContract, World
+
+
+class TestStaticContract(BackendContract):
+    @pytest.fixture
+    def world(self) -> World:
+        return World(table={"type": "static", "users": {"moshez": "Happy and well"}},
+                     known="moshez", expect="Happy and well",
+                     bad_options=[("users", "not a table"), ("list", 42)])
