@@ -12,7 +12,7 @@ ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 # Debian packages the tests use: the real finger client, systemd-socket-activate, unshare/ip
 # for a private network namespace, python3-systemd for journal records, and the tools that
 # build and boot the packaging test's container.
-APT_PACKAGES := python3 python3-venv python3-systemd finger systemd iproute2 util-linux \
+APT_PACKAGES := python3 python3-venv python3-wheel python3-systemd finger systemd iproute2 util-linux \
 	openssl ca-certificates
 
 .PHONY: all run check test lint deps apt-deps clean

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FINGERD, IS_ROOT, STATIC, ask, env, free_port, recv_all
 
-from fingerd.protocol import BUSY, QUERY_TOO_LONG, TIMED_OUT
+from fingerd.protocol import BUSY, QUERY_TOO_LONG, TIMED_OUT, UNAVAILABLE
 
 QUERIES = [b"moshez\r\n", b"/W moshez\r\n", b"ghost\r\n", b"\r\n", b"x@y.example\r\n",
            b"evil\r\n", b"\xff\xfe\x00\r\n", b"a b c\r\n", b"moshez", b"\xff\xfd\x03moshez\r\n"]
@@ -174,3 +174,24 @@ def test_listen_fds_protocol_without_python_systemd(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
     assert _listen_fds() == [3, 4]
     assert "LISTEN_FDS" not in os.environ and "LISTEN_PID" not in os.environ
+
+
+def test_serve_stops_even_when_a_backend_hangs(make_config, serve) -> None:
+    """SIGTERM with a lookup stuck in a worker thread: the client gets "unavailable" within the
+    time budget, and the server still exits 0 promptly instead of waiting for the thread."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        port = silent.getsockname()[1]
+        config = make_config("[server]\nbackend_timeout = 0.5\nread_timeout = 2\n"
+                             f'[[backend]]\ntype = "http"\nurl = "http://127.0.0.1:{port}/{{user}}"'
+                             "\ntimeout = 60\n")
+        server = serve(config)
+        started = time.monotonic()
+        assert ask(server.port, b"moshez\r\n") == UNAVAILABLE.encode() + b"\r\n"
+        assert time.monotonic() - started < 5
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 0
+        assert server.proc.stderr is not None
+        assert "exiting with 1 lookup(s) still running" in server.proc.stderr.read().decode()
+    finally:
+        silent.close()
