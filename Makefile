@@ -38,7 +38,7 @@ endif
 
 deps: apt-deps e2e-deps $(VENV)/.ready
 
-run: deps
+run: apt-deps $(VENV)/.ready
 	$(VPY) -m fingerd serve --config examples/fingerd.toml --listen 127.0.0.1:1079 \
 		--listen '[::1]:1079' $(if $(ROOT),--user nobody)
 
