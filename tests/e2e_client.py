@@ -4,6 +4,7 @@ Standard library only, for Debian's python3 in the container; prints one JSON ob
 
     python3 e2e_client.py flood HOST COUNT THREADS   COUNT connections as fast as THREADS allow
     python3 e2e_client.py silent HOST                connect, send nothing, wait for the server
+    python3 e2e_client.py inflight HOST CMD...       connect, run CMD, then send the query
 
 Every loop is bounded: COUNT connections in all, a deadline for the whole run and a timeout on
 every socket.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import collections
 import json
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -90,11 +92,40 @@ def silent(host: str) -> dict[str, object]:
     return {"local_port": port, "seconds": round(time.monotonic() - start, 2), "ended": ended}
 
 
+def inflight(host: str, command: list[str]) -> dict[str, object]:
+    """A query in flight while ``command`` runs (e.g. ``systemctl stop``): connect, give the
+    server time to accept, start the command, send the query only after it began, read the
+    answer, then wait for the command (all bounded)."""
+    with socket.create_connection((host, PORT), timeout=60) as s:
+        time.sleep(0.5)  # accepted by now: the connection is the server's, not the backlog's
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # the command has begun: for systemctl stop, SIGTERM has arrived
+        s.sendall(b"moshez\r\n")
+        data = b""
+        try:
+            while len(data) < 65536:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as e:
+            data += f"[{type(e).__name__}]".encode()
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return {"answer": data.decode("utf-8", "replace"), "status": proc.returncode,
+            "stderr": err.decode("utf-8", "replace")}
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["flood"] and len(argv) == 4:
         result = flood(argv[1], int(argv[2]), int(argv[3]))
     elif argv[:1] == ["silent"] and len(argv) == 2:
         result = silent(argv[1])
+    elif argv[:1] == ["inflight"] and len(argv) >= 3:
+        result = inflight(argv[1], argv[2:])
     else:
         print(__doc__, file=sys.stderr)
         return 2

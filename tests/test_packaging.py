@@ -23,6 +23,8 @@ from fingerd.service import build_backends
 SHIPPED_CONFIG = REPO / "debian" / "fingerd.toml"
 SERVICE = REPO / "systemd" / "fingerd@.service"
 SOCKET = REPO / "systemd" / "fingerd.socket"
+SERVER_SERVICE = REPO / "systemd" / "fingerd-server.service"
+SERVER_SOCKET = REPO / "systemd" / "fingerd-server.socket"
 # The issue's bar for `systemd-analyze security --offline=true` ("OK" is below 2).
 MAX_EXPOSURE = 1.5
 
@@ -96,13 +98,15 @@ def test_deb_file_name_leaves_out_the_epoch() -> None:
     assert re.fullmatch(rf"dist/fingerd_{re.escape(upstream)}_[a-z0-9]+\.changes", out[1])
 
 
-def test_service_security_exposure() -> None:
-    """`systemd-analyze security --offline=true systemd/fingerd@.service` rates the sandbox
-    at most 1.5, the figure the README quotes."""
+@pytest.mark.parametrize("service", [SERVICE, SERVER_SERVICE], ids=lambda p: p.name)
+def test_service_security_exposure(service: Path) -> None:
+    """`systemd-analyze security --offline=true systemd/<unit>` rates the sandbox of the
+    per-connection service and of the long-running one at most 1.5, the figure the README
+    quotes."""
     analyze = shutil.which("systemd-analyze")
     require(analyze is not None, "systemd-analyze not installed (Debian package systemd)")
     assert analyze is not None
-    out = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(SERVICE)],
+    out = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(service)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
     assert match, out
@@ -128,3 +132,55 @@ def test_unit_has_the_settings_the_readme_relies_on(unit: Path) -> None:
         assert settings["RuntimeMaxSec"]
         assert settings["CacheDirectory"] == "fingerd"
         assert "[Install]" not in text
+
+
+def settings(unit: Path) -> list[tuple[str, str]]:
+    """Every ``Key=value`` line of a unit, in order, repeated keys included."""
+    return re.findall(r"^(\w+)=(.*)$", unit.read_text(), flags=re.MULTILINE)
+
+
+def sandbox(unit: Path) -> set[tuple[str, str]]:
+    """The sandbox settings: everything from ``DynamicUser=`` to the end of the unit."""
+    lines = settings(unit)
+    return set(lines[lines.index(("DynamicUser", "yes")):])
+
+
+def test_server_units_have_the_settings_the_readme_relies_on() -> None:
+    """fingerd-server.socket hands its listening socket to one process (Accept=no) on port 79
+    and can be enabled; starting it stops fingerd.socket, ordered so that the port is free
+    before it binds. fingerd-server.service is started by its socket only (no [Install]),
+    reports readiness (Type=notify), reloads on SIGHUP, logs to the journal, and conflicts
+    with fingerd.socket too."""
+    socket_text = SERVER_SOCKET.read_text()
+    sock = settings(SERVER_SOCKET)
+    assert ("Accept", "no") in sock
+    assert ("ListenStream", "79") in sock
+    assert ("Conflicts", "fingerd.socket") in sock
+    assert ("After", "fingerd.socket") in sock
+    assert "[Install]" in socket_text
+    service = settings(SERVER_SERVICE)
+    assert ("Type", "notify") in service
+    assert ("ExecStart", "/usr/bin/fingerd serve") in service
+    assert ("ExecReload", "/bin/kill -HUP $MAINPID") in service
+    assert ("StandardError", "journal") in service
+    assert ("Requires", "fingerd-server.socket") in service
+    assert ("Conflicts", "fingerd.socket") in service
+    assert ("After", "fingerd.socket") in service
+    assert "[Install]" not in SERVER_SERVICE.read_text()
+
+
+def test_server_service_is_sandboxed_like_the_per_connection_one() -> None:
+    """Every sandbox line of fingerd@.service is in fingerd-server.service with the same value,
+    and the other way round: the long-running server gives up nothing, it pays once."""
+    assert sandbox(SERVER_SERVICE) == sandbox(SERVICE)
+
+
+def test_package_installs_every_unit() -> None:
+    """debian/install ships each unit in systemd/ (the drop-in no-network.conf is an example,
+    shipped by debian/examples) into /lib/systemd/system."""
+    installed = {line.split()[0] for line in
+                 (REPO / "debian" / "install").read_text().splitlines()
+                 if line.split() and line.split()[1] == "lib/systemd/system/"}
+    units = {f"systemd/{p.name}" for p in (REPO / "systemd").iterdir()
+             if p.suffix in (".socket", ".service")}
+    assert installed == units

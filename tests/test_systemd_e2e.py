@@ -1,7 +1,9 @@
 """End to end on a booted systemd: the .deb, the units, the real finger client (issue 4).
 
 One container is booted for the module's main sequence (see tests/container.py) and the tests run
-in the order written, like an admin would: install, configure, use, flood, restart, remove, purge.
+in the order written, like an admin would: install, configure, use, flood, restart, switch to the
+long-running server (fingerd-server.socket: use, flood, reload, upgrade, stop) and back, remove,
+purge.
 A second container, at the end, starts from Debian's own fingerd (bsd-finger, run by inetd) and
 installs ours over it: the upgrade that takes over port 79.
 
@@ -12,6 +14,7 @@ check`` builds it first), else the tests build it with ``make -f mk/deb.mk deb``
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -120,7 +123,8 @@ def flood(box: container.Container) -> dict[str, object]:
 def test_install_enables_and_starts_socket(box: container.Container, deb: Path) -> None:
     """`apt install ./fingerd_*.deb` works offline (every dependency is in the image) and, as
     Debian does for daemons, enables and starts fingerd.socket on port 79, IPv4 and IPv6;
-    `systemctl enable --now fingerd.socket` then succeeds as the README says."""
+    `systemctl enable --now fingerd.socket` then succeeds as the README says. The long-running
+    server's units are installed, neither enabled nor started."""
     box.copy_in(deb, "/root/")
     # Offline: nothing to download, since the image has every dependency. (`--no-download`
     # would say so, but apt 2.6 then rejects the local path: "Pathname to install is not
@@ -132,15 +136,46 @@ def test_install_enables_and_starts_socket(box: container.Container, deb: Path) 
     assert unit_property(box, "fingerd.socket", "ActiveState") == "active"
     listening = box.run(["ss", "-Htln", "sport", "= :79"]).stdout
     assert re.search(r"(\*|\[::\]):79\b", listening), listening  # dual-stack [::]:79
+    # The long-running server's units are installed but neither enabled nor started.
+    assert unit_property(box, "fingerd-server.socket", "UnitFileState") == "disabled"
+    for unit in ("fingerd-server.socket", "fingerd-server.service"):
+        assert unit_property(box, unit, "ActiveState") == "inactive", unit
     # The installed units load without a warning (man pages: no man-db in the image).
     verify = box.run(["systemd-analyze", "verify", "--man=no", "fingerd.socket",
-                      "fingerd@probe.service"])
+                      "fingerd@probe.service", "fingerd-server.socket",
+                      "fingerd-server.service"])
     assert verify.stderr.strip() == "", verify.stderr
     conffiles = box.run(["dpkg-query", "-W", "-f", "${Conffiles}", "fingerd"]).stdout
     assert CONFIG in conffiles
     box.run(["test", "-f", "/usr/share/man/man8/fingerd.8.gz"])
     box.run("ls /usr/share/doc/fingerd/README.md*")  # compressed when over 4 kB
     box.run(["test", "-f", "/usr/share/man/man5/fingerd.toml.5.gz"])
+
+
+def imported_modules(importtime_output: str) -> set[str]:
+    """The module names in `python3 -X importtime` output."""
+    return {m[1] for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$",
+                                      importtime_output, re.MULTILINE)}
+
+
+def test_installed_launcher_is_the_lean_one(box: container.Container) -> None:
+    """/usr/bin/fingerd is bin/fingerd, not the console script generated from [project.scripts]:
+    its shebang keeps `-I` through dh_python3, and a handler run (config from the cache, as
+    under fingerd@.service) imports fingerd's handler but not `re`, which the generated
+    script imports first (about 7 ms of CPU per connection)."""
+    installed = box.run(["cat", "/usr/bin/fingerd"]).stdout
+    assert installed.splitlines()[0] == "#!/usr/bin/python3 -I"
+    assert installed == (REPO / "bin" / "fingerd").read_text()
+    box.run(["test", "-x", "/usr/bin/fingerd"])
+    # Twice: the first run parses the TOML (tomllib imports re) and fills the cache, the second
+    # reads the cache, as every connection but the first does.
+    run = ("mkdir -p /tmp/launcher-cache && CACHE_DIRECTORY=/tmp/launcher-cache "
+           f"python3 -I -X importtime /usr/bin/fingerd --config {CONFIG} </dev/null 2>&1")
+    box.run(run)
+    modules = imported_modules(box.run(run).stdout)
+    assert "fingerd.handler" in modules, modules
+    assert "re" not in modules, sorted(modules)
+    box.run(["rm", "-rf", "/tmp/launcher-cache"])
 
 
 def test_finger_answers_over_ipv4_and_ipv6(box: container.Container) -> None:
@@ -299,6 +334,207 @@ def test_no_network_dropin_still_answers(box: container.Container) -> None:
         box.run(["systemctl", "daemon-reload"])
 
 
+# -- the long-running server: fingerd-server.socket (Accept=no) + fingerd-server.service ----------
+SERVER = "fingerd-server.service"
+SERVER_SOCKET = "fingerd-server.socket"
+
+
+def main_pid(box: container.Container) -> int:
+    return int(unit_property(box, SERVER, "MainPID"))
+
+
+def server_records(box: container.Container, pid: int, *matches: str) -> list[dict[str, str]]:
+    """fingerd's journal records from process ``pid`` of fingerd-server.service."""
+    return journal_records(box, "SYSLOG_IDENTIFIER=fingerd", f"_SYSTEMD_UNIT={SERVER}",
+                           f"_PID={pid}", *matches)
+
+
+def query_records(box: container.Container, pid: int) -> list[dict[str, str]]:
+    """Only the per-query records (with FINGER_OUTCOME), and only the fields counted here."""
+    out = box.run(["journalctl", "--no-pager", "-o", "json",
+                   "--output-fields=FINGER_OUTCOME,FINGER_USER,REMOTE_ADDR,_PID,_UID",
+                   "SYSLOG_IDENTIFIER=fingerd", f"_SYSTEMD_UNIT={SERVER}", f"_PID={pid}"],
+                  timeout=60).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [r for r in records if "FINGER_OUTCOME" in r]
+
+
+def set_answer(box: container.Container, text: str) -> None:
+    box.write_file(CONFIG, STATIC_CONFIG.replace("Happy and well", text))
+
+
+def test_server_socket_takes_port_79_over_from_fingerd_socket(box: container.Container) -> None:
+    """Starting fingerd-server.socket stops fingerd.socket (Conflicts=) and takes port 79 over,
+    IPv4 and IPv6, without a bind race; the README's two commands then make the switch
+    permanent: fingerd.socket disabled, fingerd-server.socket enabled."""
+    assert unit_property(box, "fingerd.socket", "ActiveState") == "active"
+    box.run(["systemctl", "start", SERVER_SOCKET])
+    assert unit_property(box, "fingerd.socket", "ActiveState") == "inactive"
+    assert unit_property(box, SERVER_SOCKET, "ActiveState") == "active"
+    box.run(["systemctl", "disable", "--now", "fingerd.socket"])
+    box.run(["systemctl", "enable", "--now", SERVER_SOCKET])
+    assert unit_property(box, "fingerd.socket", "UnitFileState") == "disabled"
+    assert unit_property(box, SERVER_SOCKET, "UnitFileState") == "enabled"
+    assert unit_property(box, SERVER_SOCKET, "Accept") == "no"
+    listening = box.run(["ss", "-Htln", "sport", "= :79"]).stdout
+    assert re.search(r"(\*|\[::\]):79\b", listening), listening
+
+
+def test_server_answers_from_one_unprivileged_process(box: container.Container) -> None:
+    """`finger` over IPv4 and IPv6 answers from the static entry; the first connection starts
+    fingerd-server.service, which reaches active (running) through Type=notify (READY=1), as
+    one process of a transient non-root user without capabilities; the journal holds the
+    per-query records (remote address, user, backend, outcome), all from that one PID."""
+    for target in ("moshez@127.0.0.1", "moshez@ip6-localhost", "moshez@localhost"):
+        assert "Happy and well" in finger(box, target), target
+    assert unit_property(box, SERVER, "Type") == "notify"
+    assert unit_property(box, SERVER, "ActiveState") == "active"
+    assert unit_property(box, SERVER, "SubState") == "running"
+    pid = main_pid(box)
+    # Every process of the container, with the unit it belongs to (its cgroup).
+    units = [line.split() for line in box.run(["ps", "-e", "-o", "pid=,unit="]).stdout
+             .splitlines()]
+    assert [p for p, *unit in units if unit == [SERVER]] == [str(pid)], units
+    status = box.run(["cat", f"/proc/{pid}/status"]).stdout
+    uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", status, re.MULTILINE)
+    assert uids, status
+    assert all(int(uid) in DYNAMIC_UIDS for uid in uids.groups()), uids.groups()
+    assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE), status
+    assert box.run(["ps", "-o", "args=", "-p", str(pid)]).stdout.strip() \
+        == "/usr/bin/python3 -I /usr/bin/fingerd serve"
+    records = wait_for(lambda: (r := server_records(box, pid, "FINGER_USER=moshez"))
+                       and len(r) >= 3 and r, "the three queries' records")
+    for r in records:
+        assert r["FINGER_OUTCOME"] == "answered", r
+        assert r["FINGER_BACKEND"] == "static", r
+        assert int(r["_UID"]) in DYNAMIC_UIDS, r
+    addresses = {r["REMOTE_ADDR"] for r in records}
+    assert "::1" in addresses, addresses
+    # The socket is [::]:79 for both families, so `fingerd serve` sees an IPv4 client as an
+    # IPv4-mapped IPv6 address and logs it so (fingerd@.service logs systemd's 127.0.0.1).
+    # Either is accepted here; the server may come to log the plain IPv4 form.
+    assert addresses & {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+    assert any(r["MESSAGE"].startswith("serving on ") for r in server_records(box, pid))
+
+
+def test_server_survives_a_flood(box: container.Container) -> None:
+    """3000 connections from inside the container, 64 at a time, as fast as they go: the
+    service stays active in the same process (no restart), every connection gets a reply (the
+    answer, or a "busy" line beyond [server] max_connections_per_source), each is logged once,
+    and finger still answers over IPv4 and IPv6."""
+    pid = main_pid(box)
+    before = len(query_records(box, pid))
+    result = flood(box)
+    assert result["connections"] == FLOOD_CONNECTIONS
+    outcomes = result["outcomes"]
+    assert isinstance(outcomes, dict)
+    assert set(outcomes) == {"answered"}, outcomes  # every connection got a reply
+    assert unit_property(box, SERVER, "ActiveState") == "active"
+    assert main_pid(box) == pid
+    assert unit_property(box, SERVER, "NRestarts") == "0"
+    records = wait_for(lambda: (r := query_records(box, pid)[before:])
+                       and len(r) >= FLOOD_CONNECTIONS and r, "the flood's records")
+    logged = collections.Counter(r["FINGER_OUTCOME"] for r in records)
+    print(f"flood, journal outcomes: {dict(logged)}")
+    assert len(records) == FLOOD_CONNECTIONS, logged
+    assert logged["answered"] > 0, logged
+    assert set(logged) <= {"answered", "busy"}, logged
+    assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+    assert "Happy and well" in finger(box, "moshez@ip6-localhost")
+
+
+def test_server_reload_picks_up_an_edited_config(box: container.Container) -> None:
+    """`systemctl reload fingerd-server.service` (SIGHUP) makes the running process read the
+    edited /etc/fingerd/fingerd.toml: the new answer comes from the same MainPID, and the
+    journal says the configuration was reloaded."""
+    pid = main_pid(box)
+    set_answer(box, "Reloaded and well")
+    box.run(["systemctl", "reload", SERVER])
+    wait_for(lambda: server_records(box, pid, "MESSAGE=configuration reloaded from " + CONFIG),
+             "the reload's record")
+    assert "Reloaded and well" in finger(box, "moshez@127.0.0.1")
+    assert main_pid(box) == pid
+    assert unit_property(box, SERVER, "ActiveState") == "active"
+
+
+def test_server_reload_with_a_broken_config_keeps_the_running_one(
+        box: container.Container) -> None:
+    """A broken config on reload is logged as an error naming the file, and the process keeps
+    answering from the configuration it had; fixing the file and reloading again works."""
+    pid = main_pid(box)
+    box.write_file(CONFIG, STATIC_CONFIG + "\n[[backend]]\ntype = \"no-such-backend\n")
+    box.run(["systemctl", "reload", SERVER])
+    errors = wait_for(lambda: [r for r in server_records(box, pid, "PRIORITY=3")
+                               if r["MESSAGE"].startswith("reload failed")],
+                      "the failed reload's record")
+    assert CONFIG in errors[-1]["MESSAGE"], errors[-1]["MESSAGE"]
+    assert "Reloaded and well" in finger(box, "moshez@127.0.0.1")
+    assert main_pid(box) == pid
+    assert unit_property(box, SERVER, "ActiveState") == "active"
+    box.write_file(CONFIG, STATIC_CONFIG)
+    box.run(["systemctl", "reload", SERVER])
+    wait_for(lambda: "Happy and well" in finger(box, "moshez@127.0.0.1"),
+             "the fixed config's answer")
+    assert main_pid(box) == pid
+
+
+def test_server_upgrade_restarts_it_and_keeps_the_switch(
+        box: container.Container, deb: Path) -> None:
+    """Installing the package again (an upgrade, as far as the maintainer scripts know)
+    restarts the running server, so that it runs the new code, and leaves the admin's switch
+    alone: fingerd.socket stays disabled and stopped, fingerd-server.socket enabled."""
+    pid = main_pid(box)
+    box.run(["apt-get", "install", "-y", "--reinstall", f"/root/{deb.name}"], timeout=180)
+    assert unit_property(box, "fingerd.socket", "ActiveState") == "inactive"
+    assert unit_property(box, "fingerd.socket", "UnitFileState") == "disabled"
+    assert unit_property(box, SERVER_SOCKET, "UnitFileState") == "enabled"
+    assert unit_property(box, SERVER_SOCKET, "ActiveState") == "active"
+    # Restarted by the package (try-restart), not just started again by the next connection.
+    assert unit_property(box, SERVER, "ActiveState") == "active"
+    assert main_pid(box) not in (0, pid)
+    assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+
+
+def test_server_stop_answers_the_query_in_flight_and_exits_cleanly(
+        box: container.Container) -> None:
+    """`systemctl stop` (SIGTERM) while a client is connected: the server stops listening,
+    still answers that client, exits with status 0 and logs "stopped"; the unit ends inactive,
+    not failed, and port 79 is free."""
+    pid = main_pid(box)
+    result = json.loads(box.run(["python3", "/root/e2e_client.py", "inflight", "127.0.0.1",
+                                 "systemctl", "stop", SERVER_SOCKET, SERVER],
+                                timeout=120).stdout)
+    assert "Happy and well" in result["answer"], result
+    assert result["status"] == 0, result
+    for unit in (SERVER, SERVER_SOCKET):
+        assert unit_property(box, unit, "ActiveState") == "inactive", unit
+        assert unit_property(box, unit, "Result") == "success", unit
+    assert unit_property(box, SERVER, "ExecMainStatus") == "0"
+    assert unit_property(box, SERVER, "ExecMainCode") == "1"  # CLD_EXITED: not killed
+    assert server_records(box, pid, "MESSAGE=stopped")
+    assert box.run(["ss", "-Htln", "sport", "= :79"]).stdout.strip() == ""
+
+
+def test_switching_back_to_fingerd_socket(box: container.Container) -> None:
+    """With the server running, `systemctl disable fingerd-server.socket` and `systemctl enable
+    --now fingerd.socket` switch back: starting fingerd.socket stops the server and its socket
+    (Conflicts=) before it binds port 79, and each query runs in a fingerd@ instance again."""
+    box.run(["systemctl", "start", SERVER_SOCKET])
+    assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+    assert unit_property(box, SERVER, "ActiveState") == "active"
+    box.run(["systemctl", "disable", SERVER_SOCKET])
+    box.run(["systemctl", "enable", "--now", "fingerd.socket"])
+    assert unit_property(box, "fingerd.socket", "ActiveState") == "active"
+    for unit in (SERVER, SERVER_SOCKET):
+        assert unit_property(box, unit, "ActiveState") == "inactive", unit
+    assert unit_property(box, SERVER_SOCKET, "UnitFileState") == "disabled"
+    assert "Happy and well" not in finger(box, "back-again@127.0.0.1")
+    records = wait_for(lambda: journal_records(box, "SYSLOG_IDENTIFIER=fingerd",
+                                               "FINGER_USER=back-again"), "the query's record")
+    assert records[-1]["_SYSTEMD_UNIT"].startswith("fingerd@"), records[-1]
+    assert "Happy and well" in finger(box, "moshez@ip6-localhost")
+
+
 def test_remove_keeps_config_and_purge_removes_everything(box: container.Container) -> None:
     """`apt remove` stops the socket and removes the units but keeps the admin's config;
     `apt purge` then removes the config, the cache systemd made for the service, and the
@@ -306,8 +542,8 @@ def test_remove_keeps_config_and_purge_removes_everything(box: container.Contain
     box.run(["apt-get", "remove", "-y", "fingerd"], timeout=120)
     box.run(["test", "-f", CONFIG])
     assert "moshez" in box.run(["cat", CONFIG]).stdout  # the admin's edit, not the default
-    box.run(["test", "!", "-e", "/lib/systemd/system/fingerd.socket"])
-    box.run(["test", "!", "-e", "/lib/systemd/system/fingerd@.service"])
+    for unit in ("fingerd.socket", "fingerd@.service", SERVER_SOCKET, SERVER):
+        box.run(["test", "!", "-e", f"/lib/systemd/system/{unit}"])
     assert box.run(["ss", "-Htln", "sport", "= :79"]).stdout.strip() == ""
     assert box.run(["systemctl", "is-active", "fingerd.socket"], check=False).stdout.strip() \
         in ("inactive", "failed")
@@ -320,6 +556,33 @@ def test_remove_keeps_config_and_purge_removes_everything(box: container.Contain
     status = box.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", "fingerd"],
                      check=False).stdout
     assert status in ("", "not-installed"), status
+
+
+def test_remove_stops_the_long_running_server_and_purge_disables_it(
+        box: container.Container, deb: Path) -> None:
+    """On a host switched to the long-running server (fingerd.socket disabled,
+    fingerd-server.socket enabled and serving), `apt remove` stops the server and its socket
+    and frees port 79, though they were never started by the package; `apt purge` removes the
+    enablement symlinks of both sockets."""
+    box.run(["apt-get", "install", "-y", f"/root/{deb.name}"], timeout=180)
+    box.write_file(CONFIG, STATIC_CONFIG)
+    box.run(["systemctl", "disable", "--now", "fingerd.socket"])
+    box.run(["systemctl", "enable", "--now", SERVER_SOCKET])
+    assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+    pid = main_pid(box)
+    assert pid
+
+    box.run(["apt-get", "remove", "-y", "fingerd"], timeout=120)
+    for unit in (SERVER, SERVER_SOCKET):
+        assert box.run(["systemctl", "is-active", unit], check=False).stdout.strip() \
+            == "inactive", unit
+    box.run(["test", "!", "-e", f"/proc/{pid}"])
+    assert box.run(["ss", "-Htln", "sport", "= :79"]).stdout.strip() == ""
+
+    box.run(["apt-get", "purge", "-y", "fingerd"], timeout=120)
+    for path in ("/etc/fingerd", "/etc/systemd/system/sockets.target.wants/fingerd.socket",
+                 f"/etc/systemd/system/sockets.target.wants/{SERVER_SOCKET}"):
+        box.run(["test", "!", "-e", path])
 
 
 # -- taking over from Debian's fingerd, in a container of its own -----------------------------
