@@ -17,7 +17,14 @@ import time
 
 from fingerd import log
 from fingerd.config import ConfigError, load
-from fingerd.protocol import MAX_QUERY_BYTES, QUERY_TOO_LONG, TIMED_OUT, UNAVAILABLE, reply_line
+from fingerd.protocol import (
+    MAX_QUERY_BYTES,
+    QUERY_TOO_LONG,
+    TIMED_OUT,
+    UNAVAILABLE,
+    client_address,
+    reply_line,
+)
 from fingerd.service import ERROR, INVALID, FingerService, Reply
 
 TYPE_CHECKING = False
@@ -120,8 +127,7 @@ def remote_address(fd: int = 0) -> str:
     except OSError:
         return ""  # a pipe: tests, or `fingerd < file`
     try:
-        peer = sock.getpeername()  # type: ignore[attr-defined]
-        return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+        return client_address(sock.getpeername())  # type: ignore[attr-defined]
     except OSError:
         return ""
     finally:

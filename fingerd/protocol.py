@@ -237,6 +237,17 @@ def render(text: str, *, max_bytes: int, ascii_only: bool = True) -> bytes:
     return data
 
 
+def client_address(peer: object) -> str:
+    """The client's address from ``getpeername()``, as logged and as counted per source.
+
+    A dual-stack socket ([::]:79, as fingerd.socket and fingerd-server.socket listen) reports
+    IPv4 clients as ``::ffff:192.0.2.7``; they are named in their IPv4 form, as systemd's
+    ``$REMOTE_ADDR`` names them, so that the journal can be searched one way.
+    """
+    host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+    return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
 def reply_line(message: str) -> bytes:
     """A fixed one-line reply (the messages above, or an admin's configured text)."""
     return render(message, max_bytes=1024)

@@ -38,6 +38,7 @@ from fingerd.protocol import (
     QUERY_TOO_LONG,
     TIMED_OUT,
     UNAVAILABLE,
+    client_address,
     reply_line,
 )
 from fingerd.service import ERROR, INVALID, FingerService, Reply
@@ -154,7 +155,7 @@ class Server:
                 log.error(f"accept failed: {e.strerror or e}")
                 return
             sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-            remote = str(peer[0]) if isinstance(peer, tuple) else ""
+            remote = client_address(peer)
             conn = Connection(sock, remote, service, time.monotonic())
             self.connections[fd] = conn
             if not self.admit(remote):

@@ -13,6 +13,7 @@ from fingerd.protocol import (
     TRUNCATED,
     Query,
     QueryError,
+    client_address,
     parse_query,
     render,
 )
@@ -185,3 +186,16 @@ def test_rendered_output_is_always_clean(text: str, ascii_only: bool) -> None:
     for line in decoded.split("\r\n"):
         assert "\r" not in line and "\n" not in line
         assert all(c == "\t" or c.isprintable() for c in line), repr(line)
+
+
+@pytest.mark.parametrize(("peer", "name"), [
+    (("127.0.0.1", 5000), "127.0.0.1"),
+    (("::ffff:192.0.2.7", 5000, 0, 0), "192.0.2.7"),
+    (("::1", 5000, 0, 0), "::1"),
+    (("::ffff:1", 5000, 0, 0), "::ffff:1"),
+    ("", ""),
+])
+def test_client_address_names_ipv4_clients_of_a_dual_stack_socket_in_ipv4_form(
+        peer: object, name: str) -> None:
+    """`::ffff:192.0.2.7` is logged and counted as 192.0.2.7, as systemd's $REMOTE_ADDR does."""
+    assert client_address(peer) == name

@@ -195,3 +195,16 @@ def test_serve_stops_even_when_a_backend_hangs(make_config, serve) -> None:
         assert "exiting with 1 lookup(s) still running" in server.proc.stderr.read().decode()
     finally:
         silent.close()
+
+
+def test_serve_names_ipv4_clients_of_a_dual_stack_socket_in_ipv4_form(make_config, serve) -> None:
+    """On [::]:PORT an IPv4 client is logged as 127.0.0.1, not ::ffff:127.0.0.1."""
+    server = serve(make_config(STATIC), host="::")
+    assert ask(server.port, b"moshez\r\n", host="127.0.0.1") == b"Happy and well\r\n"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
+    assert server.proc.stderr is not None
+    records = [line for line in server.proc.stderr.read().decode().splitlines()
+               if 'query="moshez"' in line]
+    assert len(records) == 1
+    assert "remote=127.0.0.1 " in records[0]
