@@ -60,5 +60,5 @@ clean:
 # `make deb`, `make lint-deb`, `make e2e-deps`: the Debian package and its end-to-end test.
 include mk/deb.mk
 
-# `make bench`: the benchmark suite (bench/, docs/README-performance.md).
+# `make bench`: the benchmark suite (bench/, README.md, "Performance").
 include mk/bench.mk

@@ -12,7 +12,7 @@ moves bytes. SIGHUP reloads the config without dropping connections; SIGTERM and
 accepting, let the connections in flight finish (bounded) and exit 0.
 
 The event loop is a small one of its own on ``select.epoll``, chosen by measurement (see
-docs/README-performance.md): a finger connection is one line in, one answer out, so most
+README.md, "Performance"): a finger connection is one line in, one answer out, so most
 connections are answered straight after accept() without ever being registered with epoll, and
 the loop costs about a third of an ``asyncio.Protocol`` server's CPU per request (less than
 uvloop's, or Twisted's). Timeouts are checked by a sweep over the open connections ten times a

@@ -1,10 +1,10 @@
 """Third-party backends: a real package declaring an entry point in ``fingerd.backends``.
 
-The package is the example of docs/README-backends.md, taken from the document itself (so the
-README's example is the one that is tested), built and installed by pip (``--no-index
---no-build-isolation``: no network) into a directory that goes on the path. There pip writes
-real ``*.dist-info`` metadata with ``entry_points.txt``, which importlib.metadata reads as it
-would in site-packages (see :func:`install` for machines without the build tools). Then
+The package is the example of README.md ("Writing a backend"), taken from the document itself
+(so the README's example is the one that is tested), built and installed by pip
+(``--no-index --no-build-isolation``: no network) into a directory that goes on the path.
+There pip writes real ``*.dist-info`` metadata with ``entry_points.txt``, which
+importlib.metadata reads as it would in site-packages. Then
 fingerd answers through it: in the chain, through the handler on a socket, and through
 ``fingerd serve``.
 """
@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +28,9 @@ from backend_fixtures import (
     run_handler,
     write_config,
 )
+from conftest import require
 
-README = REPO / "docs" / "README-backends.md"
+README = REPO / "README.md"
 
 
 def readme_block(first_line: str) -> str:
@@ -43,34 +42,20 @@ def readme_block(first_line: str) -> str:
 
 
 def install(source: Path, target: Path) -> None:
-    """Install the project in ``source`` into the path entry ``target``.
+    """Install the project in ``source`` into the path entry ``target`` with pip.
 
-    With pip when the build tools are there (``--no-index --no-build-isolation``: no
-    network). setuptools 66 (bookworm) needs the ``wheel`` package to build, which a fresh
-    venv lacks without Debian's python3-wheel; then the same metadata pip would write (the
-    dist-info's METADATA and entry_points.txt, from the project's pyproject.toml) is written
-    here, which is all importlib.metadata reads.
+    ``--no-index --no-build-isolation``: no network. setuptools 66 (bookworm) needs the
+    ``wheel`` package to build, which `make check` installs (Debian's python3-wheel).
     """
-    if importlib.util.find_spec("setuptools") and importlib.util.find_spec("wheel"):
-        proc = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-index",
-                               "--no-build-isolation", "--no-deps",
-                               "--disable-pip-version-check", "--no-cache-dir",
-                               "--target", str(target), str(source)],
-                              capture_output=True, text=True, timeout=300, cwd=source)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        return
-    project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
-    name, version = project["name"], project["version"]
-    info = target / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    lines = []
-    for group, entries in project["entry-points"].items():
-        lines.append(f"[{group}]")
-        lines += [f"{key} = {value}" for key, value in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    for module in source.glob("*.py"):
-        shutil.copy(module, target / module.name)
+    require(importlib.util.find_spec("setuptools") is not None
+            and importlib.util.find_spec("wheel") is not None,
+            "pip needs setuptools and wheel to build the plugin (Debian: python3-wheel)")
+    proc = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-index",
+                           "--no-build-isolation", "--no-deps",
+                           "--disable-pip-version-check", "--no-cache-dir",
+                           "--target", str(target), str(source)],
+                          capture_output=True, text=True, timeout=300, cwd=source)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")

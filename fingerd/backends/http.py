@@ -26,11 +26,12 @@ The tutorial's "status read from the web", with every way it can go wrong bounde
   second cannot stretch it.
 
 The client is a small HTTP/1.1 client over the interpreter's built-in ``_socket``, because it
-is by far the cheapest to import (every connection of the per-connection handler pays for it;
-see docs/README-backends.md for the figures): ``http.client`` and ``urllib.request`` cost
-~25 ms, ``_socket`` ~0.2 ms. ``ssl`` (~14 ms) is imported only for an https URL, ``json``
-only for a JSON body. Certificates are looked up in the hashed system CA directory, which
-OpenSSL reads lazily; ``ssl.create_default_context()`` parses the whole CA bundle (~25 ms).
+is by far the cheapest to import (every connection of the per-connection handler pays for
+it; the figures are in README.md, under the `http` backend): ``http.client`` and
+``urllib.request`` cost ~25 ms, ``_socket`` ~0.2 ms. ``ssl`` (~14 ms) is imported only for an
+https URL, ``json`` only for a JSON body. Certificates are looked up in the hashed system CA
+directory, which OpenSSL reads lazily; ``ssl.create_default_context()`` parses the whole CA
+bundle (~25 ms).
 """
 
 from __future__ import annotations
