@@ -39,6 +39,7 @@ import stat
 
 from fingerd import log
 from fingerd.backend import Backend
+from fingerd.backends._read import read_capped
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,20 +73,6 @@ def _safe_file_name(name: str) -> bool:
     """A queried user name that may be used as a file name in the status directory."""
     return (_valid_key(name) and not name.startswith(".")  # ".", "..", dot files, editor junk
             and "\\" not in name)
-
-
-def _read_capped(fd: int, limit: int) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes from ``fd``, and whether there was more."""
-    chunks = []
-    left = limit + 1
-    while left > 0:
-        chunk = os.read(fd, min(left, 65536))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    data = b"".join(chunks)
-    return data[:limit], len(data) > limit
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
@@ -175,7 +162,7 @@ class FileBackend(Backend):
             st = os.fstat(fd)  # the file we actually read, if it was replaced meanwhile
             if not stat.S_ISREG(st.st_mode):
                 raise FileBackendError(f"status file {self.path}: not a regular file")
-            data, more = _read_capped(fd, self.max_bytes)
+            data, more = read_capped(fd, self.max_bytes)
             after = os.fstat(fd)
         except FileBackendError:
             raise
@@ -248,7 +235,7 @@ class FileBackend(Backend):
                 log.warning(f"{where}: {user} leads to a file owned by uid {st.st_uid}, not "
                             f"by {user} (uid {uid}); skipped (owner_must_match)")
                 return None
-            data, more = _read_capped(fd, self.max_bytes)
+            data, more = read_capped(fd, self.max_bytes)
         except OSError as e:
             log.warning(f"{where}: {user}: {e.strerror}; skipped")
             return None

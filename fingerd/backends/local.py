@@ -45,6 +45,7 @@ import time
 
 from fingerd import log
 from fingerd.backend import Backend
+from fingerd.backends._read import read_capped
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -225,18 +226,12 @@ def _show_file(path: str, limit: int) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        chunks, left = [], limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        data, _ = read_capped(fd, limit)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return data.decode("utf-8", "replace")
 
 
 def prphone(num: str) -> str:
