@@ -12,7 +12,6 @@ import contextlib
 import http.server
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -24,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port, recv_all, stop
 
 from fingerd.backend import Backend
 from fingerd.config import Config
@@ -115,30 +115,13 @@ def run_handler(config: Path, query: bytes, env: dict[str, str] | None = None,
         theirs.close()
         try:
             ours.sendall(query)
-            data = read_to_eof(ours, timeout)
+            data = recv_all(ours, 16 * 1024 * 1024, timeout)
             _, err = proc.communicate(timeout=timeout)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
     return Reply(data, err.decode("utf-8", "replace"), proc.returncode)
-
-
-def read_to_eof(sock: socket.socket, timeout: float, limit: int = 16 * 1024 * 1024) -> bytes:
-    deadline = time.monotonic() + timeout
-    chunks = []
-    total = 0
-    while total < limit:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no EOF from fingerd")
-        sock.settimeout(left)
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
 
 
 def run_query(config: Path, *words: str, env: dict[str, str] | None = None,
@@ -152,17 +135,11 @@ def run_query(config: Path, *words: str, env: dict[str, str] | None = None,
 
 # -- fingerd serve --------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def finger(port: int, query: bytes, host: str = "127.0.0.1", timeout: float = 30) -> bytes:
     """What a finger client gets: connect, send the query line, read to EOF."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(query)
-        return read_to_eof(sock, timeout)
+        return recv_all(sock, 16 * 1024 * 1024, timeout)
 
 
 class Served:
@@ -225,12 +202,7 @@ def fingerd_serve(config: Path, env: dict[str, str] | None = None) -> Iterator[S
     try:
         yield served
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         served._reader.join(5)
         if proc.stderr:
             proc.stderr.close()

@@ -78,10 +78,18 @@ def ask(port: int, data: bytes, host: str = "127.0.0.1", timeout: float = 15.0) 
         return recv_all(s)
 
 
-def recv_all(s: socket.socket, limit: int = 1 << 20) -> bytes:
+def recv_all(s: socket.socket, limit: int = 1 << 20, timeout: float | None = None) -> bytes:
+    """Read to EOF, at most ``limit`` bytes; with ``timeout``, within that many seconds in all
+    (else the socket's own timeout applies to each read)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     chunks = []
     size = 0
     while size < limit:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no EOF from fingerd")
+            s.settimeout(left)
         chunk = s.recv(65536)
         if not chunk:
             break
