@@ -55,6 +55,20 @@ def _journal_socket() -> _socket.socket | bool:
     return _journal
 
 
+def _record(message: str, priority: int, fields: dict[str, object]) -> bytes:
+    """One journal entry. Values are nearly always one line each, which is one string to
+    encode; a value with a newline in it takes the binary form (``fingerd serve`` sends one
+    entry per query, so this is on its hot path)."""
+    items = [(key, value) for key, value in fields.items() if value is not None]
+    text = (f"MESSAGE={message}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=fingerd\n"
+            + "".join([f"{key}={value}\n" for key, value in items]))
+    if text.count("\n") == len(items) + 3:
+        return text.encode("utf-8", "replace")
+    return b"".join([_field("MESSAGE", message), b"PRIORITY=%d\n" % priority,
+                     b"SYSLOG_IDENTIFIER=fingerd\n",
+                     *[_field(key, value) for key, value in items]])
+
+
 def _field(key: str, value: object) -> bytes:
     """One field in the native protocol: ``KEY=value``, or the length-prefixed binary form for
     a value with a newline in it."""
@@ -89,10 +103,7 @@ def send(message: str, priority: int = INFO, **fields: object) -> None:
     """Write one record. Field names are journal fields (upper case); values are made text."""
     sock = _journal_socket()
     if sock:
-        record = [_field("MESSAGE", message), b"PRIORITY=%d\n" % priority,
-                  b"SYSLOG_IDENTIFIER=fingerd\n"]
-        record += [_field(key, value) for key, value in fields.items() if value is not None]
-        data = b"".join(record)
+        data = _record(message, priority, fields)
         if _batch is not None:
             _batch.append(data)
             return
@@ -141,7 +152,10 @@ def error(message: str, **fields: object) -> None:
 
 def printable(text: str) -> str:
     """Client-supplied text as it may be logged: escaped where not printable, at most 200 chars."""
-    text = text[:200].replace("\\", "\\\\").replace('"', '\\"')
+    text = text[:200]
+    if text.isprintable() and "\\" not in text and '"' not in text:
+        return text  # the usual case, and fingerd serve logs every query
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
