@@ -54,7 +54,7 @@ class Options:
     def error(self, key: str, reason: str) -> ConfigError:
         """A :class:`ConfigError` pointing at ``key`` of this table."""
         full = f"{self.prefix}.{key}" if self.prefix else key
-        return ConfigError(self.path, reason, full, _find_line(self.path, key.rpartition(".")[2]))
+        return ConfigError(self.path, reason, full, _find_line(self.path, full))
 
     def _get(self, key: str, kinds: tuple[type, ...], default: object) -> object:
         self._unread.discard(key)
@@ -89,11 +89,12 @@ class Options:
                              if top else f"must be at least {minimum}, got {value}")
         return value
 
-    def number(self, key: str, default: object = _MISSING, *, minimum: float = 0.0) -> float:
+    def number(self, key: str, default: object = _MISSING, *, maximum: float = 3600.0) -> float:
+        """A time in seconds, or the like: more than 0, at most ``maximum``, finite."""
         value = self._get(key, (float, int), default)
         assert isinstance(value, (int, float))
-        if not value > minimum and not (value == minimum == 0.0):
-            raise self.error(key, f"must be more than {minimum}, got {value}")
+        if not 0 < value <= maximum:  # false for nan too; TOML has nan and inf
+            raise self.error(key, f"must be more than 0 and at most {maximum:g}, got {value}")
         return float(value)
 
     def strings(self, key: str, default: object = _MISSING) -> dict[str, str]:
@@ -120,14 +121,28 @@ class Options:
             raise self.error(key, "unknown key")
 
 
-def _find_line(path: str, key: str) -> int:
-    """Best effort: the line where ``key =`` first appears (only ever used for error messages)."""
+def _find_line(path: str, full_key: str) -> int:
+    """The line that sets ``full_key`` (``server.read_timeout``, ``backend[2].users.moshez``),
+    or 0 where that cannot be told: no line is better than a wrong one. Only ever used for
+    error messages, so it may read the file again."""
+    table, backends = "", 0
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for number, line in enumerate(f, 1):
-                name = line.split("=", 1)[0].strip().strip("\"'")
-                if "=" in line and name == key:
-                    return number
+            for number, raw in enumerate(f, 1):
+                line = raw.strip()
+                if line.startswith("["):
+                    name = line.split("]")[0].strip("[ ")
+                    if line.startswith("[[") and name == "backend":
+                        backends += 1
+                        table = f"backend[{backends}]"
+                    elif name.startswith("backend.") and backends:
+                        table = f"backend[{backends}]{name[len('backend'):]}"
+                    else:
+                        table = name
+                elif "=" in line and not line.startswith("#"):
+                    key = line.split("=", 1)[0].strip().strip("\"'")
+                    if (f"{table}.{key}" if table else key) == full_key:
+                        return number
     except OSError:
         pass
     return 0

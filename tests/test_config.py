@@ -19,7 +19,13 @@ BROKEN = [
     ("[server]\nread_timeout = \"ten\"\n",
      ":2: server.read_timeout: expected a number, got a string ('ten')"),
     ("[server]\nforwarding = 1\n", ":2: server.forwarding: expected a boolean, got an integer"),
-    ("[server]\nread_timeout = -1\n", "server.read_timeout: must be more than 0.0"),
+    ("[server]\nread_timeout = -1\n",
+     "server.read_timeout: must be more than 0 and at most 3600, got -1"),
+    ("[server]\nread_timeout = 0\n", "server.read_timeout: must be more than 0"),
+    ("[server]\nread_timeout = inf\n", ":2: server.read_timeout: must be more than 0"),
+    ("[server]\nbackend_timeout = nan\n", ":2: server.backend_timeout: must be more than 0"),
+    ('[[backend]]\ntype = "static"\n[backend.users]\ntimeout = "x"\n[[backend]]\n'
+     'type = "statik"\n', ":6: backend[2].type: unknown backend type 'statik'"),
     ("[server]\nmax_answer_bytes = 10\n", "server.max_answer_bytes: must be between 256"),
     ('[server]\noutput_charset = "latin-1"\n', 'must be "ascii" or "utf-8"'),
     ("[[backend]]\ntype = \"nosuch\"\n",
@@ -49,7 +55,8 @@ def test_fingerd_check_names_file_line_key_and_reason(make_config, text: str,
     assert len(proc.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize(("text", "message"), BROKEN[:4] + BROKEN[8:9])
+@pytest.mark.parametrize(("text", "message"),
+                         BROKEN[:4] + [b for b in BROKEN if "nosuch" in b[0] or "inf" in b[0]])
 def test_the_handler_answers_unavailable_and_logs_the_reason(make_config, run_handler,
                                                              text: str, message: str) -> None:
     """A broken config: the client gets one generic line, the log gets file, key and reason."""

@@ -269,8 +269,6 @@ class HttpBackend(Backend):
             if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
                 raise options.error(f"headers.{name}", "set by fingerd itself")
         self.timeout = options.number("timeout", 3.0)
-        if self.timeout <= 0:
-            raise options.error("timeout", "must be more than 0")
         self.max_bytes = options.integer("max_bytes", 65536, minimum=1,
                                          maximum=16 * 1024 * 1024)
         self.tls_verify = options.boolean("tls_verify", True)
