@@ -39,8 +39,10 @@ else:
 DEFAULT_READ_TIMEOUT = 10.0
 WRITE_TIMEOUT = 10.0
 
-# How read_query() ended.
-LINE, EOF, TOO_LONG, TIMEOUT, GONE = "line", "eof", "too long", "timeout", "gone"
+# How read_query() ended. MORE: a line, and the client sent more after it (unread input at
+# close makes the kernel reset the connection, which can destroy the answer: drain it).
+LINE, MORE, EOF, TOO_LONG, TIMEOUT, GONE = ("line", "line and more", "eof", "too long",
+                                            "timeout", "gone")
 
 
 def read_query(fd: int, timeout: float) -> tuple[bytes, str]:
@@ -65,7 +67,7 @@ def read_query(fd: int, timeout: float) -> tuple[bytes, str]:
         buf += chunk
         end = buf.find(b"\n")
         if end >= 0:
-            return buf[:end + 1], LINE
+            return buf[:end + 1], LINE if end + 1 == len(buf) else MORE
         if len(buf) >= limit:
             return buf, TOO_LONG
 
@@ -83,18 +85,17 @@ def _with_alarm(seconds: float, fn: Callable[[], object]) -> object:
     _signal.signal(_signal.SIGALRM, _raise_timeout)
     _signal.setitimer(_signal.ITIMER_REAL, seconds)
     try:
-        return fn()
-    except _Timeout:
+        try:
+            return fn()
+        finally:
+            _signal.setitimer(_signal.ITIMER_REAL, 0)
+    except _Timeout:  # also when it fired just as fn() returned, before the disarm
         raise TimeoutError(f"took longer than {seconds:g} s") from None
-    finally:
-        _signal.setitimer(_signal.ITIMER_REAL, 0)
 
 
 def alarm_timer(method: Callable[[Query], str | None], query: Query, seconds: float) -> str | None:
     """The chain's time limit per backend call. One process, one thread: a signal will do."""
-    answer = _with_alarm(seconds, lambda: method(query))
-    assert answer is None or isinstance(answer, str)
-    return answer
+    return _with_alarm(seconds, lambda: method(query))  # type: ignore[return-value]
 
 
 def write_all(fd: int, data: bytes) -> bool:
@@ -135,9 +136,10 @@ def remote_address(fd: int = 0) -> str:
 
 
 def drain(fd: int) -> None:
-    """After refusing an over-long line: close our side and discard what the client still sends.
+    """After answering a client that sent more than its query line (an over-long line, or more
+    lines): close our side and discard what the client still sends.
 
-    Closing a socket with unread data makes the kernel send RST, which may destroy the refusal
+    Closing a socket with unread data makes the kernel send RST, which may destroy the answer
     before the client reads it. Bounded: 1 s and 64 KiB at most.
     """
     try:
@@ -194,7 +196,7 @@ def main(config_path: str | None = None) -> int:
             log.error(f"internal error: {type(e).__name__}: {e}")
             reply = Reply(reply_line(UNAVAILABLE), ERROR)
 
-    if reply.data and write_all(1, reply.data) and how == TOO_LONG:
+    if reply.data and write_all(1, reply.data) and how in (TOO_LONG, MORE):
         drain(0)
     query = reply.query
     log.query_record(remote, line.rstrip(b"\r\n").decode("utf-8", "replace"),

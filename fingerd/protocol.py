@@ -149,6 +149,8 @@ def parse_query(line: bytes) -> Query:
         line = line[:-1]
     if line.endswith(b"\r"):
         line = line[:-1]
+    if len(line) > MAX_QUERY_BYTES:  # the same limit with CRLF, LF or no line end at all
+        raise QueryError(QUERY_TOO_LONG)
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:

@@ -111,6 +111,8 @@ class FingerService:
                     answer = self.timer(method, query, server.backend_timeout)
                 else:
                     answer = method(query)
+                if answer is not None and not isinstance(answer, str):
+                    raise TypeError(f"returned {type(answer).__name__}, not str or None")
             except Exception as e:
                 failures += 1
                 log.warning(f"backend {name} failed for {query.text()!r}: {_reason(e)}",

@@ -50,3 +50,13 @@ class Unstartable(Backend):
 
     def lookup(self, query: Query) -> str | None:
         return None
+
+
+class Bytes(Backend):
+    """Breaks the contract: returns bytes, not text. It must count as a failure."""
+
+    def __init__(self, options: Options) -> None:
+        pass
+
+    def lookup(self, query: Query) -> str | None:
+        return b"not text"  # type: ignore[return-value]

@@ -66,6 +66,18 @@ def test_oversized_line_gets_a_clear_error_and_is_not_read_forever(make_config, 
     assert answer == QUERY_TOO_LONG.encode() + b"\r\n"
 
 
+def test_bytes_after_the_query_line_do_not_reset_the_answer(make_config, inetd) -> None:
+    """A client that sends more after its query gets its answer and a clean end, not
+    ECONNRESET (the handler reads one line; what it leaves unread must not reset the
+    connection when it exits)."""
+    port = inetd(make_config(STATIC))
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"moshez\r\n" + b"more lines\r\n" * 800)
+            time.sleep(0.3)  # the handler has answered and exited by now
+            assert recv_all(s) == b"Happy and well\r\n"
+
+
 def test_silent_client_is_cut_off_after_the_read_timeout(make_config, run_handler) -> None:
     """A client that connects and says nothing gets a short line and the process exits 0."""
     config = make_config("[server]\nread_timeout = 1\n" + STATIC)

@@ -90,6 +90,10 @@ def test_an_oversized_line_is_refused_as_too_long() -> None:
         parse_query(b"a" * (MAX_QUERY_BYTES + 10) + b"\r\n")
     assert raised.value.reply == QUERY_TOO_LONG
     assert parse_query(b"a" * MAX_QUERY_BYTES + b"\r\n").user == "a" * MAX_QUERY_BYTES
+    assert parse_query(b"a" * MAX_QUERY_BYTES + b"\n").user == "a" * MAX_QUERY_BYTES
+    for end in (b"\r\n", b"\n", b""):  # one byte more is too long, whatever the line end
+        with pytest.raises(QueryError, match=QUERY_TOO_LONG):
+            parse_query(b"a" * (MAX_QUERY_BYTES + 1) + end)
 
 
 def test_query_properties_and_next_hop() -> None:

@@ -21,7 +21,7 @@ STATIC = '[[backend]]\ntype = "static"\n[backend.users]\nmoshez = "Happy and wel
 
 @pytest.fixture(autouse=True)
 def test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("failing", "slow", "echo", "unstartable"):
+    for name in ("failing", "slow", "echo", "unstartable", "bytes"):
         monkeypatch.setitem(backends.BUILTIN, name, f"chain_backends:{name.title()}")
 
 
@@ -74,6 +74,13 @@ def test_a_slow_backend_times_out_and_the_next_one_answers(service, capfd) -> No
     assert time.monotonic() - started < 2
     assert reply.data == b"Happy and well\r\n"
     assert "TimeoutError: took longer than 0.3 s" in capfd.readouterr().err
+
+
+def test_an_answer_that_is_not_text_is_a_failure(service, capfd) -> None:
+    """A backend returning bytes breaks the contract: logged, and the next backend asked."""
+    reply = service('[[backend]]\ntype = "bytes"\n' + STATIC).respond(b"moshez\r\n")
+    assert (reply.data, reply.backend) == (b"Happy and well\r\n", "static")
+    assert "TypeError: returned bytes, not str or None" in capfd.readouterr().err
 
 
 def test_a_backend_that_cannot_start_is_a_config_error(service) -> None:
