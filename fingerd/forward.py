@@ -10,6 +10,9 @@ import socket
 import time
 
 FINGER_PORT = 79
+# A query naming more hosts than this is refused: each hop is a connection, and a chain such as
+# user@127.0.0.1@127.0.0.1@... would otherwise make a server connect to itself again and again.
+MAX_HOPS = 3
 
 
 def forward(host: str, query: str, *, timeout: float, max_bytes: int) -> str:

@@ -100,7 +100,15 @@ def flush() -> None:
 
 
 def send(message: str, priority: int = INFO, **fields: object) -> None:
-    """Write one record. Field names are journal fields (upper case); values are made text."""
+    """Write one record. Field names are journal fields (upper case); values are made text.
+
+    The message may quote what others control (a web server's status line, a file's name):
+    control characters other than newlines are escaped here, for every caller, so that none
+    reaches a terminal running journalctl or reading stderr.
+    """
+    if not message.isprintable():
+        message = "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}"
+                          for c in message)
     sock = _journal_socket()
     if sock:
         data = _record(message, priority, fields)

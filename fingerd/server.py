@@ -22,6 +22,7 @@ second, which needs no timer objects per connection and keeps memory flat.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
@@ -45,11 +46,17 @@ from fingerd.service import ERROR, INVALID, FingerService, Reply
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    from fingerd.protocol import Query
 
 DEFAULT_LISTEN = "127.0.0.1:1079"
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
 WORKER_THREADS = 16
+# Backend calls run here, each waited for at most [server] backend_timeout; one that takes longer
+# is abandoned (a thread cannot be stopped) and keeps its thread until it returns.
+BACKEND_THREADS = 32
 SWEEP_INTERVAL = 0.1  # seconds between timeout checks
 ACCEPT_BATCH = 64  # connections accepted per wake-up and listener, so that none starves
 DRAIN_SECONDS = 1.0  # after a refusal: how long to discard what the client still sends
@@ -69,13 +76,14 @@ class UsageError(Exception):
 class Connection:
     """One client: read one line (bounded), answer it, close. The handler's rules, evented."""
 
-    __slots__ = ("admitted", "buffer", "deadline", "future", "line", "out", "registered",
-                 "remote", "service", "sock", "started", "state")
+    __slots__ = ("admitted", "buffer", "deadline", "future", "line", "more", "out",
+                 "registered", "remote", "service", "sock", "source", "started", "state")
 
     def __init__(self, sock: socket.socket, remote: str, service: FingerService,
                  started: float) -> None:
         self.sock = sock
         self.remote = remote
+        self.source = source_key(remote)  # what the per-source cap counts
         self.service = service  # a reload mid-query does not change this one's answer
         self.started = started
         self.deadline = started + service.server.read_timeout
@@ -84,18 +92,67 @@ class Connection:
         self.out = b""
         self.state = READING
         self.admitted = False
+        self.more = False  # the client sent more than its query line: drain before closing
         self.registered = 0  # the epoll events this socket is registered for; 0: not at all
         self.future: Future[Reply] | None = None
+
+
+def source_key(address: str) -> str:
+    """The per-source cap counts an IPv4 address, or an IPv6 /64: one host usually has a whole
+    /64 to pick addresses from."""
+    if ":" not in address:
+        return address
+    try:
+        return socket.inet_pton(socket.AF_INET6, address)[:8].hex() + "::/64"
+    except OSError:
+        return address
+
+
+class BackendTimer:
+    """``fingerd serve``'s time limit per backend call, as the handler's SIGALRM is for it.
+
+    The call runs on a thread of its own pool and is waited for ``[server] backend_timeout``
+    seconds; then it counts as failed and the chain asks the next backend, exactly as in the
+    handler. A thread cannot be interrupted, so a call that hangs keeps its thread until it
+    returns; when all are taken, calls wait in the queue, time out and fail the same way.
+    """
+
+    def __init__(self) -> None:
+        self.pool: ThreadPoolExecutor | None = None
+        self.running: set[Future[str | None]] = set()
+
+    def __call__(self, method: Callable[[Query], str | None], query: Query,
+                 seconds: float) -> str | None:
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(BACKEND_THREADS, thread_name_prefix="fingerd-backend")
+        future = self.pool.submit(method, query)
+        self.running.add(future)
+        future.add_done_callback(self.running.discard)
+        try:
+            return future.result(timeout=seconds)
+        except TimeoutError:
+            future.cancel()  # if it is still queued, it never starts
+            raise TimeoutError(f"took longer than {seconds:g} s "
+                               f"({len(self.running)} backend call(s) still running)") from None
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Server:
     """The listening sockets, the current service (swapped on SIGHUP), the connections, the
     caps, and the loop that serves them."""
 
-    def __init__(self, config_path: str | None, service: FingerService) -> None:
+    def __init__(self, config_path: str | None, service: FingerService,
+                 timer: BackendTimer) -> None:
         self.config_path = config_path
         self.service = service
+        self.timer = timer  # every service this server loads gets it
         self.pool: ThreadPoolExecutor | None = None
+        self.accept_paused = False  # out of file descriptors: listeners off until the sweep
         self.connections: dict[int, Connection] = {}  # by fd: everything open, refusals too
         self.admitted = 0
         self.per_source: dict[str, int] = {}
@@ -124,6 +181,10 @@ class Server:
         self.admitted += 1
         return True
 
+    def refusals(self) -> int:
+        """Connections held only to deliver "busy" (draining): they are bounded too."""
+        return len(self.connections) - self.admitted
+
     def release(self, source: str) -> None:
         self.admitted -= 1
         count = self.per_source.get(source, 0) - 1
@@ -135,7 +196,8 @@ class Server:
     def reload(self) -> None:
         """SIGHUP: a new config for new connections; on error keep the old one and say why."""
         try:
-            self.service = FingerService(load(self.config_path))
+            # After --user: the file must be readable by that user (under systemd it is 0644).
+            self.service = FingerService(load(self.config_path), self.timer)
         except ConfigError as e:
             log.error(f"reload failed, keeping the running configuration: {e}")
             return
@@ -151,19 +213,43 @@ class Server:
                 fd, peer = listener._accept()  # type: ignore[attr-defined]  # no socket object
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # EMFILE and friends: say so, let the sweep free some
-                log.error(f"accept failed: {e.strerror or e}")
+            except ConnectionAbortedError:  # the client reset before we got to it
+                continue
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.pause_accepting(e)
+                else:
+                    log.error(f"accept failed: {e.strerror or e}")
                 return
             sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             remote = client_address(peer)
             conn = Connection(sock, remote, service, time.monotonic())
             self.connections[fd] = conn
-            if not self.admit(remote):
-                self.finish(conn, Reply(reply_line(BUSY), "busy"), drain=True)
+            if not self.admit(conn.source):
+                # Refusals hold a descriptor while they drain; past max_connections of them,
+                # a refused client is closed at once (its "busy" line may then be lost).
+                drain = self.refusals() <= service.server.max_connections
+                self.finish(conn, Reply(reply_line(BUSY), "busy"), drain=drain)
                 continue
             conn.admitted = True
             # The query is usually there already: answer it without a trip through epoll.
             self.readable(conn)
+
+    def pause_accepting(self, error: OSError) -> None:
+        """Out of file descriptors (or memory): stop polling the listeners until the next sweep,
+        instead of waking up for them at once, failing again and logging each time."""
+        if self.accept_paused:
+            return
+        self.accept_paused = True
+        for fd in self.listeners:
+            self.epoll.modify(fd, 0)
+        log.error(f"accept failed: {error.strerror or error}; not accepting for "
+                  f"{SWEEP_INTERVAL:g} s ({len(self.connections)} connections open)")
+
+    def resume_accepting(self) -> None:
+        self.accept_paused = False
+        for fd in self.listeners:
+            self.epoll.modify(fd, _EPOLLIN)
 
     def readable(self, conn: Connection) -> None:
         try:
@@ -172,8 +258,13 @@ class Server:
             if conn.state == READING and not conn.registered:
                 self.watch(conn, _EPOLLIN)
             return
-        except OSError:
-            data = b""  # a reset: the client is gone
+        except OSError:  # a reset: the client is gone, whatever it had sent
+            if conn.state == READING:
+                conn.line = conn.buffer
+                self.finish(conn, Reply(b"", "disconnected"))
+            else:
+                self.close(conn)
+            return
         if conn.state != READING:
             if not data:  # a draining client closed its side, or left
                 self.close(conn)
@@ -187,6 +278,7 @@ class Server:
         buffer = conn.buffer + data if conn.buffer else data
         end = buffer.find(b"\n")
         if end >= 0:
+            conn.more = end + 1 < len(buffer)
             self.query(conn, buffer[:end + 1])
         elif len(buffer) >= LINE_LIMIT:
             conn.line = buffer
@@ -245,6 +337,7 @@ class Server:
 
     def finish(self, conn: Connection, reply: Reply, drain: bool = False) -> None:
         """Send ``reply``, then close (or half-close and drain), and log the one record."""
+        drain = drain or conn.more
         data = reply.data
         sock = conn.sock
         if data:
@@ -271,7 +364,7 @@ class Server:
 
     def start_drain(self, conn: Connection) -> None:
         # Half-close and keep discarding input for a moment: closing with unread data would
-        # send RST and could destroy the refusal before the client reads it.
+        # send RST and could destroy the answer before the client reads it.
         try:
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -321,7 +414,7 @@ class Server:
         del self.connections[fd]
         if conn.admitted:
             conn.admitted = False
-            self.release(conn.remote)
+            self.release(conn.source)
         conn.sock.close()
 
     def sweep(self, now: float) -> None:
@@ -409,6 +502,8 @@ class Server:
             now = time.monotonic()
             if now >= next_sweep:
                 self.sweep(now)
+                if self.accept_paused and listeners:
+                    self.resume_accepting()
                 next_sweep = now + SWEEP_INTERVAL
             flush()
 
@@ -496,7 +591,11 @@ def drop_privileges(user: str | None) -> None:
         if user:
             import pwd
 
-            if pwd.getpwnam(user).pw_uid != os.geteuid():
+            try:
+                uid = pwd.getpwnam(user).pw_uid
+            except KeyError:
+                raise UsageError(f"--user {user}: no such user") from None
+            if uid != os.geteuid():
                 raise UsageError(f"--user {user}: only root can switch users")
         return
     if not user:
@@ -520,9 +619,10 @@ def serve(config_path: str | None, listen: list[str], user: str | None) -> int:
     # Until the event loop handles SIGHUP, one would kill us (its default action); the config
     # is about to be read anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # The config is read before privileges are dropped (it may be readable by root only), and
-    # before binding, so that a broken one is reported without touching the network.
-    service = FingerService(load(config_path))  # ConfigError: reported by the caller
+    # The config is read before binding, so that a broken one is reported without touching the
+    # network, and before privileges are dropped (a reload on SIGHUP reads it as --user).
+    timer = BackendTimer()
+    service = FingerService(load(config_path), timer)  # ConfigError: reported by the caller
     try:
         sockets = systemd_sockets()
         if not sockets:
@@ -531,17 +631,19 @@ def serve(config_path: str | None, listen: list[str], user: str | None) -> int:
     except UsageError as e:
         print(f"fingerd serve: {e}", file=sys.stderr)
         return 2
-    server = Server(config_path, service)
+    server = Server(config_path, service, timer)
     try:
         server.run(sockets)
     finally:
         if server.pool is not None:
             server.pool.shutdown(wait=False, cancel_futures=True)
-    if server.pending:
-        # A backend stuck beyond every time limit (its clients were answered "unavailable"
-        # by the sweep). The interpreter would wait for its worker thread at exit, and
-        # systemd until TimeoutStopSec=; nothing it could still do matters now.
-        log.warning(f"exiting with {len(server.pending)} lookup(s) still running")
+        timer.shutdown()
+    stuck = len(server.pending) + len(timer.running)
+    if stuck:
+        # Backend calls that hang beyond every time limit (their clients were answered
+        # already). The interpreter would wait for their threads at exit, and systemd until
+        # TimeoutStopSec=; nothing they could still do matters now.
+        log.warning(f"exiting with {stuck} lookup(s) still running")
         log.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -133,12 +133,21 @@ class FingerService:
 
     def _forward(self, query: Query) -> Reply:
         """RFC 1288 §2.5.1: pass ``user@host1@host2`` on to host2 as ``user@host1``."""
-        from fingerd.forward import forward
+        from fingerd.forward import MAX_HOPS, forward
 
+        if len(query.hosts) > MAX_HOPS:
+            log.warning(f"refusing to forward {query.text()!r}: more than {MAX_HOPS} hosts")
+            return Reply(reply_line(FORWARDING_DENIED), DENIED, query)
         host, rest = query.next_hop()
+        server = self.server
+
+        def ask(q: Query) -> str:
+            return forward(host, q.text(), timeout=server.backend_timeout,
+                           max_bytes=server.max_answer_bytes)
+
         try:
-            answer = forward(host, rest.text(), timeout=self.server.backend_timeout,
-                             max_bytes=self.server.max_answer_bytes)
+            # The timer bounds the name lookup too, which a socket timeout does not.
+            answer = (self.timer(ask, rest, server.backend_timeout) if self.timer else ask(rest))
         except OSError as e:
             log.warning(f"forwarding {query.text()!r} to {host} failed: {_reason(e)}")
             return Reply(reply_line(UNAVAILABLE), ERROR, query, "forward")

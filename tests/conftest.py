@@ -207,12 +207,14 @@ def serve() -> Iterator[Callable[..., Served]]:
     """Start ``fingerd serve`` on a free loopback port (as nobody when we are root)."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(config: Path, *extra: str, host: str = "127.0.0.1") -> Served:
+    def start(config: Path, *extra: str, host: str = "127.0.0.1",
+              prefix: tuple[str, ...] = ()) -> Served:
         port = free_port(host)
         listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         user = ["--user", "nobody"] if IS_ROOT else []
-        proc = subprocess.Popen([*FINGERD, "serve", "--config", str(config), "--listen", listen,
-                                 *user, *extra], env=env(), stderr=subprocess.PIPE)
+        proc = subprocess.Popen([*prefix, *FINGERD, "serve", "--config", str(config),
+                                 "--listen", listen, *user, *extra],
+                                env=env(), stderr=subprocess.PIPE)
         procs.append(proc)
         wait_listening(host, port)
         return Served(port, proc)

@@ -96,3 +96,19 @@ def test_printable_escapes_what_could_forge_a_log_line() -> None:
     assert log.printable("moshez") == "moshez"
     assert log.printable('a"b\\c\nd\x1b') == 'a\\"b\\\\c\\x0ad\\x1b'
     assert len(log.printable("x" * 1000)) == 200
+
+
+def test_control_characters_in_a_message_are_escaped(journal: socket.socket) -> None:
+    """A message quoting a hostile web server cannot put escape sequences into the log."""
+    log.warning("backend http failed: HTTP 500 \x1b]0;owned\x07\x1b[2J\rFAKE\nsecond line")
+    entry = parse_entry(journal.recv(65536))
+    assert entry["MESSAGE"] == ("backend http failed: HTTP 500 \\x1b]0;owned\\x07\\x1b[2J\\x0dFAKE"
+                                "\nsecond line")
+
+
+def test_stderr_lines_are_one_line_without_control_characters(
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """Without the journal, one record is one line on stderr, escaped the same way."""
+    monkeypatch.setattr(log, "_journal", False)
+    log.error("bad\x1b[31m\nthing")
+    assert capfd.readouterr().err == "fingerd: bad\\x1b[31m thing\n"

@@ -208,3 +208,106 @@ def test_serve_names_ipv4_clients_of_a_dual_stack_socket_in_ipv4_form(make_confi
                if 'query="moshez"' in line]
     assert len(records) == 1
     assert "remote=127.0.0.1 " in records[0]
+
+
+def stop_and_read_log(server) -> str:
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
+    assert server.proc.stderr is not None
+    return server.proc.stderr.read().decode()
+
+
+def test_serve_times_each_backend_like_the_handler(make_config, run_handler, serve) -> None:
+    """backend_timeout bounds each backend in serve too: a hung one fails, the next answers."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        port = silent.getsockname()[1]
+        config = make_config("[server]\nbackend_timeout = 1\n"
+                             f'[[backend]]\ntype = "http"\nurl = "http://127.0.0.1:{port}/{{user}}"'
+                             "\ntimeout = 8\n" + STATIC)
+        started = time.monotonic()
+        assert run_handler(config, b"moshez\r\n").answer == b"Happy and well\r\n"
+        handler_took = time.monotonic() - started
+        server = serve(config)
+        started = time.monotonic()
+        assert ask(server.port, b"moshez\r\n") == b"Happy and well\r\n"
+        assert time.monotonic() - started < 5, "serve waited for the hung backend"
+        assert handler_took < 5
+        assert "TimeoutError: took longer than 1 s" in stop_and_read_log(server)
+    finally:
+        silent.close()
+
+
+def test_serve_does_not_answer_a_partial_query_after_a_reset(make_config, serve) -> None:
+    """A client that sends part of a line and resets has left: no lookup, "disconnected"."""
+    server = serve(make_config(STATIC))
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.sendall(b"mosh")
+    time.sleep(0.2)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()  # RST
+    time.sleep(0.3)
+    records = [line for line in stop_and_read_log(server).splitlines() if "outcome=" in line]
+    assert any('query="mosh"' in r and "outcome=disconnected" in r for r in records), records
+    assert not any("no_such_user" in r for r in records), records
+
+
+def test_serve_drains_input_left_after_the_query(make_config, serve) -> None:
+    """As the handler: more bytes after the query line do not reset the answer."""
+    server = serve(make_config(STATIC))
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"moshez\r\n" + b"more lines\r\n" * 800)
+            time.sleep(0.3)
+            assert recv_all(s) == b"Happy and well\r\n"
+
+
+def test_serve_out_of_file_descriptors_pauses_instead_of_spinning(make_config, serve) -> None:
+    """EMFILE: accept pauses until the next sweep and logs once per pause, not once per
+    wake-up; when connections go away, the server answers again."""
+    server = serve(make_config("[server]\nmax_connections_per_source = 1000\n"
+                               "max_connections = 1000\n" + STATIC),
+                   prefix=("prlimit", "--nofile=64:64", "--"))
+    held = []
+    try:
+        for _ in range(120):  # more than the server's 64 descriptors
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        time.sleep(2)
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if ask(server.port, b"moshez\r\n", timeout=5) == b"Happy and well\r\n":
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "serve did not recover"
+        time.sleep(0.2)
+    pauses = stop_and_read_log(server).count("accept failed: Too many open files")
+    assert 1 <= pauses <= 40, pauses  # one per 0.1 s sweep at most, over about 2 s
+
+
+def test_serve_user_that_does_not_exist_is_a_usage_error(make_config) -> None:
+    """--user naming no account: one line and exit 2, not a traceback (also as non-root)."""
+    config = make_config(STATIC)
+    for demote in ([], ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+                   if IS_ROOT else []):
+        proc = subprocess.run([*demote, *FINGERD, "serve", "--config", str(config),
+                               "--listen", f"127.0.0.1:{free_port()}",
+                               "--user", "no-such-user-here"],
+                              capture_output=True, text=True, env=env(), timeout=20)
+        assert proc.returncode == 2, proc.stderr
+        assert "--user no-such-user-here: no such user" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_per_source_cap_counts_an_ipv6_64_as_one_source() -> None:
+    """One host has a whole /64 to choose addresses from; IPv4 addresses count one by one."""
+    from fingerd.server import source_key
+
+    assert source_key("2001:db8::1") == source_key("2001:db8::ffff:2")
+    assert source_key("2001:db8::1") != source_key("2001:db8:0:1::1")
+    assert source_key("192.0.2.7") == "192.0.2.7"
+    assert source_key("192.0.2.7") != source_key("192.0.2.8")

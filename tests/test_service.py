@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from fingerd import backends
 from fingerd.config import Config, ConfigError, load
 from fingerd.handler import alarm_timer
-from fingerd.protocol import UNAVAILABLE
-from fingerd.service import ANSWERED, ERROR, NO_SUCH_USER, FingerService
+from fingerd.protocol import FORWARDING_DENIED, UNAVAILABLE
+from fingerd.service import ANSWERED, DENIED, ERROR, NO_SUCH_USER, FingerService
 
 ECHO = '[[backend]]\ntype = "echo"\n'
 FAILING = '[[backend]]\ntype = "failing"\n'
@@ -118,3 +118,15 @@ def _config_from(text: str) -> Config:
 
 
 _ECHO_CONFIG = _config_from("[server]\nlist_users = true\n" + ECHO + STATIC)
+
+
+def test_forwarding_is_limited_to_three_hops(service) -> None:
+    """Even with forwarding on, a query naming more than 3 hosts is refused: each hop is a
+    connection, and user@127.0.0.1@127.0.0.1@... would make a server call itself."""
+    chain = service("[server]\nforwarding = true\n" + STATIC)
+    four = b"moshez" + b"@127.0.0.1" * 4 + b"\r\n"  # numeric: no name lookups
+    reply = chain.respond(four)
+    assert (reply.data, reply.outcome) == (FORWARDING_DENIED.encode() + b"\r\n", DENIED)
+    reply = chain.respond(b"moshez" + b"@127.0.0.1" * 3 + b"\r\n")
+    assert reply.outcome != DENIED  # tried (127.0.0.1:79 answers, or refuses: either way)
+    assert reply.backend == "forward"
