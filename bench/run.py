@@ -413,9 +413,17 @@ def main() -> int:
             "taskset, and `fingerd serve --user nobody`")
         return 2
     if os.environ.get("FINGERD_BENCH_NS") != "1":
-        paths = setup(Path(args.cache))
-        env = dict(os.environ, FINGERD_BENCH_NS="1", FINGERD_BENCH_PATHS=json.dumps(paths))
-        return subprocess.call(["unshare", "--mount", "--net", PYTHON, *sys.argv], env=env)
+        cache = Path(args.cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        # One run at a time per cache: setup() rebuilds the installed tree that the run
+        # mounts, and two runs at once (two `make check`s) would pull it from under each other.
+        with open(cache / "lock", "w") as lock:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            paths = setup(cache)
+            env = dict(os.environ, FINGERD_BENCH_NS="1", FINGERD_BENCH_PATHS=json.dumps(paths))
+            return subprocess.call(["unshare", "--mount", "--net", PYTHON, *sys.argv], env=env)
     paths = json.loads(os.environ["FINGERD_BENCH_PATHS"])
     enter_namespace(paths)
     os.sched_setaffinity(0, {CLIENT_CPU})  # this process (and the journal sink) off the server's

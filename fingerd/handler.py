@@ -196,8 +196,11 @@ def main(config_path: str | None = None) -> int:
             log.error(f"internal error: {type(e).__name__}: {e}")
             reply = Reply(reply_line(UNAVAILABLE), ERROR)
 
-    if reply.data and write_all(1, reply.data) and how in (TOO_LONG, MORE):
-        drain(0)
+    if reply.data:
+        if not write_all(1, reply.data):
+            reply.outcome = "disconnected"  # gone before it had the answer (EPIPE, reset)
+        elif how in (TOO_LONG, MORE):
+            drain(0)
     query = reply.query
     log.query_record(remote, line.rstrip(b"\r\n").decode("utf-8", "replace"),
                      query.user if query else None, reply.backend, reply.outcome,

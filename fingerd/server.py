@@ -345,8 +345,9 @@ class Server:
                 sent = sock.send(data, _DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            except OSError:
-                sent = len(data)  # the client is gone: nothing more to send
+            except OSError:  # the client is gone: nothing more to send
+                sent = len(data)
+                reply.outcome = "disconnected"
             data = data[sent:]
         if data:
             conn.out = data

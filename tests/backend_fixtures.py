@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, recv_all, stop
+from conftest import free_port, recv_all, require, stop
 
 from fingerd.backend import Backend
 from fingerd.config import Config
@@ -261,12 +261,7 @@ def needs_root(why: str) -> None:
     for tool in ("unshare", "mount", "ip"):
         if shutil.which(tool) is None:
             missing.append(tool)
-    if not missing:
-        return
-    message = f"{why}: needs {', '.join(missing)}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message} (CI=true: these tests must run)")
-    pytest.skip(message)
+    require(not missing, f"{why}: needs {', '.join(missing)}")
 
 
 # -- HTTP and HTTPS servers on loopback -----------------------------------------------------------
@@ -357,8 +352,8 @@ class TestCA:
 
     def __init__(self, directory: Path, names: tuple[str, ...] = ("localhost",),
                  ips: tuple[str, ...] = ("127.0.0.1",)) -> None:
-        if shutil.which("openssl") is None:
-            pytest.skip("needs the openssl command (Debian package openssl)")
+        require(shutil.which("openssl") is not None,
+                "needs the openssl command (Debian package openssl)")
         self.dir = directory
         self.ca_cert = directory / "ca.pem"
         self.ca_key = directory / "ca.key"

@@ -151,10 +151,10 @@ def run_handler() -> Callable[..., HandlerRun]:
 
     def run(config: Path | None, data: bytes | None, *, close_after_send: bool = True,
             timeout: float = 20.0, extra_env: dict[str, str] | None = None,
-            args: list[str] | None = None) -> HandlerRun:
+            args: list[str] | None = None, prefix: tuple[str, ...] = ()) -> HandlerRun:
         ours, theirs = socket.socketpair()
-        argv = [*FINGERD, *(args if args is not None else
-                             (["--config", str(config)] if config else []))]
+        argv = [*prefix, *FINGERD, *(args if args is not None else
+                                     (["--config", str(config)] if config else []))]
         proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
                                 env=env(**(extra_env or {})))
         theirs.close()

@@ -24,6 +24,7 @@ from backend_fixtures import (
     within,
     write_config,
 )
+from conftest import require
 
 from fingerd.config import Config
 from fingerd.protocol import Query
@@ -428,8 +429,7 @@ def test_owner_must_match_refuses_speaking_for_another(
 def test_owner_must_match_checks_the_link_owner_too(status_dir: Path) -> None:
     """A symlink named after a user counts only if that user owns the link as well as the
     file: someone else's link to the user's own file does not speak for the user."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to give files and links to another account (lchown)")
+    require(os.geteuid() == 0, "needs root to give files and links to another account (lchown)")
     nobody = pwd.getpwnam("nobody")
     target = status_dir / "nobody-real"
     target.write_text("nobody's words")
@@ -444,8 +444,7 @@ def test_owner_must_match_checks_the_link_owner_too(status_dir: Path) -> None:
 def test_owner_must_match_checks_the_file_behind_a_link(status_dir: Path) -> None:
     """A user's own symlink to a file in the directory that someone else owns does not make
     that file the user's answer."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to give a file to another account (chown)")
+    require(os.geteuid() == 0, "needs root to give a file to another account (chown)")
     nobody = pwd.getpwnam("nobody")
     theirs = status_dir / "theirs"
     theirs.write_text("nobody's words")
@@ -496,17 +495,17 @@ def test_serve_notices_edits_without_restart() -> None:
             assert served.query(b"alice\r\n") == b"later\r\n", served.log
 
 
-def test_import_cost_is_small() -> None:
+def test_import_cost_is_small(tmp_path: Path) -> None:
     """Importing the backend and answering from a status file imports no heavy module (the
     per-connection handler pays for every import)."""
-    code = ("import sys, fingerd.handler, tempfile\n"
+    status = tmp_path / "status"
+    status.write_text("alice: here\n")
+    code = ("import sys, fingerd.handler\n"
             "before = set(sys.modules)\n"
             "from fingerd.backends.file import FileBackend\n"
             "from fingerd.config import Options\n"
             "from fingerd.protocol import Query\n"
-            "path = tempfile.mktemp()\n"
-            "open(path, 'w').write('alice: here\\n')\n"
-            "b = FileBackend(Options({'path': path}, 'x', 'b'))\n"
+            f"b = FileBackend(Options({{'path': {str(status)!r}}}, 'x', 'b'))\n"
             "assert b.lookup(Query('alice')) == 'here'\n"
             "print(' '.join(sorted(set(sys.modules) - before)))\n")
     new = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,

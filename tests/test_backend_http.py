@@ -603,3 +603,11 @@ def test_module_is_not_shadowing_the_standard_library() -> None:
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
                           env={"PYTHONPATH": str(REPO)})
     assert "/fingerd/" not in proc.stdout and proc.stdout.strip().endswith("http/client.py")
+
+
+def test_documented_defaults() -> None:
+    """timeout 3 s, max_bytes 64 KiB, TLS verified, JSON field "status" (README, issue 3)."""
+    backend = make_backend({"type": "http", "url": "http://127.0.0.1:9/{user}"})
+    assert (backend.timeout, backend.max_bytes) == (3.0, 65536)  # type: ignore[attr-defined]
+    assert backend.tls_verify is True  # type: ignore[attr-defined]
+    assert backend.json_field == "status"  # type: ignore[attr-defined]

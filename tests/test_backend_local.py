@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import os
 import pwd
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 from backend_contract import BackendContract, World
 from backend_fixtures import PYTHON, REPO, child_env, make_backend, needs_root, public_dir
+from conftest import require
 
 from fingerd.backends.local import login_defs_range, valid_name
 from fingerd.config import Config
@@ -475,15 +477,15 @@ def host() -> Iterator[Path]:
     """Stage the test host, run finger and fingerd in the namespace; yield the outputs."""
     needs_root("real accounts in a private mount and network namespace")
     for tool in ("finger", "systemd-socket-activate", "timeout"):
-        if subprocess.run(["which", tool], capture_output=True).returncode:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"needs {tool} (CI=true: these tests must run)")
-            pytest.skip(f"needs {tool}")
+        require(shutil.which(tool) is not None, f"needs {tool}")
     with public_dir() as stage:
         stage_host(stage)
         env = child_env({"TZ": TZ, "LC_ALL": "C", "PYTHON": PYTHON,
                          "USERS": " ".join([*COMPARED, "erin", "gina", "sys", "ivan"])})
-        proc = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "--",
+        # --pid --fork --kill-child: if the run times out, killing unshare ends the script,
+        # and with it, as the namespace's init, every server it started in the background.
+        proc = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child",
+                               "--propagation", "private", "--",
                                "/bin/sh", "-c", SCRIPT, "sh", str(stage)],
                               capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 
-import pytest
 from conftest import REPO, require
 
 ROWS = [
@@ -25,10 +24,10 @@ ROWS = [
 ]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the benchmark needs root (namespaces, apt)")
 def test_make_bench_quick_prints_the_table_with_every_row() -> None:
     """`make bench BENCH_ARGS=--quick` sets up its peers and prints every row of the table,
     the verdicts, and the import profile."""
+    require(os.geteuid() == 0, "the benchmark needs root (namespaces, apt)")
     require(shutil.which("make") is not None, "make not installed")
     proc = subprocess.run(["make", "--no-print-directory", "bench", "BENCH_ARGS=--quick"],
                           cwd=REPO, capture_output=True, text=True, timeout=1500,

@@ -86,13 +86,22 @@ def test_fingerd_config_environment_variable(make_config) -> None:
 
 
 def test_values_are_typed_after_loading(make_config) -> None:
-    """The loader turns the table into typed settings with the documented defaults."""
-    config = load(str(make_config("[server]\nread_timeout = 3\n")))
+    """The loader turns the table into typed settings."""
+    config = load(str(make_config("[server]\nread_timeout = 3\nmax_answer_bytes = 300\n")))
     assert config.server.read_timeout == 3.0
-    assert config.server.list_users is False
-    assert config.server.forwarding is False
-    assert config.server.max_answer_bytes == 65536
-    assert config.backends == []
+    assert isinstance(config.server.read_timeout, float)
+    assert config.server.max_answer_bytes == 300
+
+
+def test_defaults_are_the_documented_ones(make_config) -> None:
+    """An empty file gives the defaults README.md and fingerd.toml(5) document."""
+    server = load(str(make_config(""))).server
+    assert (server.list_users, server.forwarding, server.conceal_unknown) == (False,) * 3
+    assert (server.read_timeout, server.backend_timeout) == (10.0, 5.0)
+    assert (server.no_such_user, server.no_information) == ("No such user.", "No information.")
+    assert (server.max_answer_bytes, server.ascii_only) == (65536, True)
+    assert (server.max_connections, server.max_connections_per_source) == (256, 16)
+    assert load(str(make_config(""))).backends == []
 
 
 def test_the_parsed_config_is_cached_and_refreshed_on_change(make_config,

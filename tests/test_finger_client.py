@@ -26,6 +26,13 @@ class Namespace:
     def __init__(self) -> None:
         self.holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "600"])
         self.children: list[subprocess.Popen[bytes]] = []
+        try:
+            self._set_up()
+        except BaseException:
+            stop(self.holder)
+            raise
+
+    def _set_up(self) -> None:
         deadline = time.monotonic() + 5
         own = os.readlink("/proc/self/ns/net")
         while os.readlink(f"/proc/{self.holder.pid}/ns/net") == own:

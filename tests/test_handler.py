@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from conftest import STATIC, ask, recv_all, require
+from conftest import IS_ROOT, STATIC, ask, recv_all, require
 
 from fingerd.config import DEFAULT_PATH
 from fingerd.protocol import (
@@ -129,6 +129,27 @@ def test_client_that_disconnects_early_ends_the_process_quietly(make_config, run
     assert "outcome=disconnected" in run.stderr
 
 
+def test_client_gone_before_the_answer_is_written_ends_quietly(make_config) -> None:
+    """The client sends its query and closes at once: the answer's write fails (EPIPE), the
+    handler exits 0 without a traceback, and logs the client as disconnected."""
+    import subprocess
+
+    from conftest import FINGERD, env
+
+    ours, theirs = socket.socketpair()  # AF_UNIX: the query stays readable after the close
+    proc = subprocess.Popen([*FINGERD, "--config", str(make_config(STATIC))], stdin=theirs,
+                            stdout=theirs, stderr=subprocess.PIPE, env=env())
+    theirs.close()
+    ours.sendall(b"moshez\r\n")
+    ours.close()
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert b"Traceback" not in stderr
+    records = [line for line in stderr.decode().splitlines() if "outcome=" in line]
+    assert len(records) == 1
+    assert "backend=static outcome=disconnected" in records[0]
+
+
 def test_client_that_resets_before_the_answer(make_config, inetd) -> None:
     """A client that sends its query and resets at once (ECONNRESET/EPIPE) breaks nothing."""
     port = inetd(make_config(STATIC))
@@ -155,6 +176,15 @@ def test_answer_size_is_capped(make_config, run_handler) -> None:
     assert run.answer.endswith(b"[answer truncated]\r\n")
 
 
+def test_the_replies_for_unknown_and_silent_users_are_configurable(make_config,
+                                                                  run_handler) -> None:
+    """no_such_user and no_information replace the built-in lines (and are filtered too)."""
+    config = make_config('[server]\nno_such_user = "Nobody by that name\\u001b[2J"\n'
+                         'no_information = "Nothing to say"\n' + STATIC + 'quiet = ""\n')
+    assert run_handler(config, b"ghost\r\n").answer == b"Nobody by that name\r\n"
+    assert run_handler(config, b"quiet\r\n").answer == b"Nothing to say\r\n"
+
+
 def test_conceal_unknown_makes_unknown_and_silent_users_identical(make_config, run_handler) -> None:
     """Anti-enumeration: with conceal_unknown, a missing user and an empty entry look the same."""
     plain = make_config(STATIC + 'quiet = ""\n')
@@ -167,9 +197,13 @@ def test_conceal_unknown_makes_unknown_and_silent_users_identical(make_config, r
 
 def test_without_a_config_file_nothing_is_revealed(run_handler) -> None:
     """No /etc/fingerd/fingerd.toml: built-in defaults, which answer nobody and refuse lists."""
-    require(not Path(DEFAULT_PATH).exists(), f"{DEFAULT_PATH} exists on this machine")
-    assert run_handler(None, b"root\r\n").answer == b"No such user.\r\n"
-    assert run_handler(None, b"\r\n").answer == LIST_DENIED.encode() + b"\r\n"
+    prefix: tuple[str, ...] = ()
+    if Path(DEFAULT_PATH).exists():  # fingerd is installed here: hide its config from the test
+        require(IS_ROOT, f"{DEFAULT_PATH} exists; hiding it needs root (a mount namespace)")
+        prefix = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                  f'mount -t tmpfs none "{Path(DEFAULT_PATH).parent}" && exec "$@"', "sh")
+    assert run_handler(None, b"root\r\n", prefix=prefix).answer == b"No such user.\r\n"
+    assert run_handler(None, b"\r\n", prefix=prefix).answer == LIST_DENIED.encode() + b"\r\n"
 
 
 def test_a_named_config_that_is_missing_is_an_error(run_handler, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import FINGERD, IS_ROOT, STATIC, ask, env, free_port, recv_all
+from conftest import FINGERD, IS_ROOT, STATIC, ask, env, free_port, recv_all, require
 
 from fingerd.protocol import BUSY, QUERY_TOO_LONG, TIMED_OUT, UNAVAILABLE
 
@@ -56,19 +56,74 @@ def test_serve_applies_the_handler_limits_per_connection(make_config, serve) -> 
         assert recv_all(s) == QUERY_TOO_LONG.encode() + b"\r\n"
 
 
+def wait_for_log(server, text: str, timeout: float = 10) -> None:
+    """Read the server's stderr until ``text`` appears (bounded in time). Reads the pipe's
+    descriptor itself: a buffered reader could hold the line while select() sees nothing."""
+    import select
+
+    assert server.proc.stderr is not None
+    fd = server.proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {text!r} in the server's log: {seen.decode()!r}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"the server exited before logging {text!r}"
+            seen += chunk
+
+
+def ask_until(port: int, expected: bytes, timeout: float = 10, **kw: str) -> None:
+    """Ask until the answer is ``expected``: for state the server reaches asynchronously."""
+    deadline = time.monotonic() + timeout
+    while (answer := ask(port, b"moshez\r\n", **kw)) != expected:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.05)
+
+
+def connect_from(source: str, port: int) -> socket.socket:
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((source, 0))  # all of 127.0.0.0/8 is loopback
+    s.connect(("127.0.0.1", port))
+    return s
+
+
 def test_serve_caps_connections_per_source(make_config, serve) -> None:
     """One address cannot hold more than max_connections_per_source connections."""
     server = serve(make_config("[server]\nmax_connections_per_source = 2\n" + STATIC))
-    time.sleep(0.3)  # let the fixture's readiness probe connection be released first
     held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
     try:
-        time.sleep(0.2)
-        assert ask(server.port, b"moshez\r\n") == BUSY.encode() + b"\r\n"
+        ask_until(server.port, BUSY.encode() + b"\r\n")
+        # Another address is not affected.
+        with connect_from("127.0.0.2", server.port) as other:
+            other.sendall(b"moshez\r\n")
+            assert recv_all(other) == b"Happy and well\r\n"
     finally:
         for s in held:
             s.close()
-    time.sleep(0.2)
-    assert ask(server.port, b"moshez\r\n") == b"Happy and well\r\n"
+    ask_until(server.port, b"Happy and well\r\n")
+
+
+def test_serve_caps_connections_in_all(make_config, serve) -> None:
+    """Beyond max_connections in all, from any address, a client is told the server is busy."""
+    server = serve(make_config("[server]\nmax_connections = 2\nmax_connections_per_source = 100\n"
+                               + STATIC))
+    held = [connect_from(f"127.0.0.{n}", server.port) for n in (2, 3)]
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with connect_from("127.0.0.4", server.port) as s:
+                s.sendall(b"moshez\r\n")
+                if recv_all(s) == BUSY.encode() + b"\r\n":
+                    break
+            assert time.monotonic() < deadline, "never busy"
+            time.sleep(0.05)
+    finally:
+        for s in held:
+            s.close()
+    ask_until(server.port, b"Happy and well\r\n")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -98,13 +153,27 @@ def test_serve_reloads_its_config_on_sighup(make_config, serve) -> None:
         time.sleep(0.05)
     config.write_text("[server]\nbroken = \n")
     server.proc.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    wait_for_log(server, "reload failed, keeping the running configuration")
     assert ask(server.port, b"moshez\r\n") == b"Reloaded\r\n"
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="needs root: checks the refusal to serve as root")
+def test_serve_reload_does_not_drop_connections(make_config, serve) -> None:
+    """A connection open across SIGHUP is answered, by the configuration it started with."""
+    config = make_config(STATIC)
+    server = serve(config)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"mosh")
+        config.write_text(STATIC.replace("Happy and well", "Reloaded"))
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for_log(server, "configuration reloaded")
+        s.sendall(b"ez\r\n")
+        assert recv_all(s) == b"Happy and well\r\n"
+    assert ask(server.port, b"moshez\r\n") == b"Reloaded\r\n"
+
+
 def test_serve_refuses_root_without_a_user_and_drops_privileges_with_one(make_config) -> None:
     """As root, --user is required; with it, the server runs as that user after binding."""
+    require(IS_ROOT, "needs root: checks the refusal to serve as root")
     config = make_config(STATIC)
     port = free_port()
     proc = subprocess.run([*FINGERD, "serve", "--config", str(config), "--listen",
@@ -137,8 +206,7 @@ def test_serve_refuses_root_without_a_user_and_drops_privileges_with_one(make_co
 def test_serve_takes_sockets_from_systemd(make_config) -> None:
     """LISTEN_FDS/LISTEN_PID (sd_listen_fds(3)): serve answers on the socket it was given."""
     activator = "/usr/bin/systemd-socket-activate"
-    if not os.path.exists(activator):
-        pytest.skip("systemd-socket-activate not installed")
+    require(os.path.exists(activator), "systemd-socket-activate not installed (package systemd)")
     port = free_port()
     user = ["--user", "nobody"] if IS_ROOT else []
     proc = subprocess.Popen([activator, "-l", f"127.0.0.1:{port}", *FINGERD, "serve",
