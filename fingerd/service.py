@@ -107,10 +107,7 @@ class FingerService:
         for name, backend in self.backends:
             method = backend.list_users if query.is_list else backend.lookup
             try:
-                if self.timer is not None:
-                    answer = self.timer(method, query, server.backend_timeout)
-                else:
-                    answer = method(query)
+                answer = self._timed(method, query)
                 if answer is not None and not isinstance(answer, str):
                     raise TypeError(f"returned {type(answer).__name__}, not str or None")
             except Exception as e:
@@ -131,6 +128,12 @@ class FingerService:
         text = server.no_information if server.conceal_unknown else server.no_such_user
         return Reply(reply_line(text), NO_SUCH_USER, query)
 
+    def _timed(self, method: Callable[[Query], str | None], query: Query) -> str | None:
+        """``method(query)`` within ``[server] backend_timeout``, when a timer was given."""
+        if self.timer is None:
+            return method(query)
+        return self.timer(method, query, self.server.backend_timeout)
+
     def _forward(self, query: Query) -> Reply:
         """RFC 1288 §2.5.1: pass ``user@host1@host2`` on to host2 as ``user@host1``."""
         from fingerd.forward import MAX_HOPS, forward
@@ -146,8 +149,7 @@ class FingerService:
                            max_bytes=server.max_answer_bytes)
 
         try:
-            # The timer bounds the name lookup too, which a socket timeout does not.
-            answer = (self.timer(ask, rest, server.backend_timeout) if self.timer else ask(rest))
+            answer = self._timed(ask, rest)  # bounds the name lookup too, as sockets do not
         except OSError as e:
             log.warning(f"forwarding {query.text()!r} to {host} failed: {_reason(e)}")
             return Reply(reply_line(UNAVAILABLE), ERROR, query, "forward")
