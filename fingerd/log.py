@@ -107,8 +107,7 @@ def send(message: str, priority: int = INFO, **fields: object) -> None:
     reaches a terminal running journalctl or reading stderr.
     """
     if not message.isprintable():
-        message = "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}"
-                          for c in message)
+        message = _escaped(message, keep="\n")
     sock = _journal_socket()
     if sock:
         data = _record(message, priority, fields)
@@ -163,8 +162,12 @@ def printable(text: str) -> str:
     text = text[:200]
     if text.isprintable() and "\\" not in text and '"' not in text:
         return text  # the usual case, and fingerd serve logs every query
-    text = text.replace("\\", "\\\\").replace('"', '\\"')
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return _escaped(text.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+def _escaped(text: str, keep: str = "") -> str:
+    """Every character that is not printable (nor in ``keep``) as ``\\xNN``."""
+    return "".join(c if c.isprintable() or c in keep else f"\\x{ord(c):02x}" for c in text)
 
 
 def query_record(remote: str, query: str, user: str | None, backend: str, outcome: str,
