@@ -39,10 +39,13 @@ MIRROR = os.environ.get("FINGERD_TEST_MIRROR", "http://deb.debian.org/debian")
 CACHE_ROOT = Path(os.environ.get("FINGERD_TEST_CACHE", "/var/cache/fingerd-tests"))
 
 #: Packages in the cached root. The first line is what boots and what the .deb depends on, so
-#: that ``apt-get install ./fingerd_*.deb`` needs no download; the second is what the tests use.
+#: that ``apt-get install ./fingerd_*.deb`` needs no download; the rest is what the tests use:
+#: the finger client, curl and nginx in front of the web view, ngircd for the IRC bot, openssl
+#: for test certificates, and autopkgtest to run debian/tests against the installed package.
 PACKAGES: tuple[str, ...] = (
-    "systemd", "systemd-sysv", "dbus", "python3", "python3-systemd",
-    "finger", "netbase", "iproute2", "procps",
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-systemd", "python3-h11",
+    "finger", "netbase", "iproute2", "procps", "curl", "openssl", "ca-certificates",
+    "nginx-light", "ngircd", "autopkgtest",
 )
 
 #: Debian's own finger server (binary package ``fingerd`` from source bsd-finger, the name ours
