@@ -68,7 +68,9 @@ MASKED_UNITS: tuple[str, ...] = (
     "console-getty.service", "getty@.service", "systemd-remount-fs.service",
     "apt-daily.timer", "apt-daily-upgrade.timer",
 )
-RECIPE_VERSION = "2"  # bump when the build steps below change in a way the key does not see
+#: Installed in the image for the tests, but not started at boot: each test configures them.
+IDLE_SERVICES: tuple[str, ...] = ("nginx.service", "ngircd.service")
+RECIPE_VERSION = "3"  # bump when the build steps below change in a way the key does not see
 
 HOST_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
               "nsenter": "util-linux"}
@@ -97,6 +99,7 @@ def unavailable_reason() -> str | None:
 def cache_key() -> str:
     """Hash of everything that goes into the cached root."""
     recipe = "\n".join((RECIPE_VERSION, SUITE, MIRROR, *PACKAGES, HOSTS, *MASKED_UNITS,
+                        *IDLE_SERVICES,
                         *TAKEOVER_PACKAGES, TAKEOVER_DEBS))
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
@@ -135,6 +138,9 @@ def _debootstrap(root: Path, deadline: float) -> None:
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
         link.symlink_to("/dev/null")
+    # Servers the tests start themselves, with their own configuration: not at boot.
+    _run(["chroot", str(root), "systemctl", "disable", *IDLE_SERVICES], deadline,
+         what="disabling " + " ".join(IDLE_SERVICES))
     _download_takeover_debs(root, deadline)
     # Keep the image small; the package lists stay so that apt can resolve ./x.deb offline.
     _run(["chroot", str(root), "apt-get", "clean"], deadline, what="apt-get clean")
