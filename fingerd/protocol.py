@@ -39,37 +39,52 @@ class QueryError(ValueError):
 
 
 class Query:
-    """One parsed finger query: ``[/W] [user][@host...]``.
+    """One parsed finger query: ``[/W] [user][@host...]``, and who asked.
 
     ``user`` is empty for an online user list request (``finger @host``); ``hosts`` is empty
     unless the client asks this server to forward (``{Q2}``), nearest hop last, as written.
-    Instances are immutable and compare by value.
+    ``remote`` is the asking client's address as the front end knows it for certain (the
+    finger socket's peer), or ``""`` where it cannot vouch for one (``fingerd query``, the web
+    view behind a proxy, IRC): a backend that shows more to local askers treats ``""`` as
+    remote. Instances are immutable and compare by value.
     """
 
-    __slots__ = ("hosts", "user", "verbose")
+    __slots__ = ("hosts", "remote", "user", "verbose")
 
     user: str
     verbose: bool
     hosts: tuple[str, ...]
+    remote: str
 
-    def __init__(self, user: str = "", verbose: bool = False, hosts: tuple[str, ...] = ()) -> None:
+    def __init__(self, user: str = "", verbose: bool = False, hosts: tuple[str, ...] = (),
+                 remote: str = "") -> None:
         object.__setattr__(self, "user", user)
         object.__setattr__(self, "verbose", verbose)
         object.__setattr__(self, "hosts", hosts)
+        object.__setattr__(self, "remote", remote)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Query is immutable")
 
+    def _key(self) -> tuple[str, bool, tuple[str, ...], str]:
+        return self.user, self.verbose, self.hosts, self.remote
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Query):
             return NotImplemented
-        return (self.user, self.verbose, self.hosts) == (other.user, other.verbose, other.hosts)
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.user, self.verbose, self.hosts))
+        return hash(self._key())
 
     def __repr__(self) -> str:
-        return f"Query(user={self.user!r}, verbose={self.verbose!r}, hosts={self.hosts!r})"
+        remote = f", remote={self.remote!r}" if self.remote else ""
+        return (f"Query(user={self.user!r}, verbose={self.verbose!r}, hosts={self.hosts!r}"
+                f"{remote})")
+
+    def asked_by(self, remote: str) -> Query:
+        """This query, as asked by the client at ``remote``."""
+        return Query(self.user, self.verbose, self.hosts, remote)
 
     @property
     def is_list(self) -> bool:
@@ -94,7 +109,7 @@ class Query:
         """
         if not self.hosts:
             raise ValueError("not a forwarding query")
-        return self.hosts[-1], Query(self.user, self.verbose, self.hosts[:-1])
+        return self.hosts[-1], Query(self.user, self.verbose, self.hosts[:-1], self.remote)
 
 
 def _strip_telnet(line: bytes) -> bytes:
