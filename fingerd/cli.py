@@ -116,30 +116,33 @@ def _commands(argv: Sequence[str]) -> int:
 
         return serve(args.config, args.listen, args.user)
     except ConfigError as e:
-        print(f"fingerd: {e}", file=sys.stderr)
+        from fingerd.log import escape
+
+        print(f"fingerd: {escape(str(e))}", file=sys.stderr)
         return 1
 
 
 def _query(config_path: str | None, words: list[str]) -> int:
+    from fingerd.chain import service_from
     from fingerd.config import load
-    from fingerd.handler import alarm_timer
-    from fingerd.service import FingerService
+    from fingerd.runner import alarm_runner
 
-    service = FingerService(load(config_path), alarm_timer)
-    reply = service.respond(" ".join(words).encode("utf-8") + b"\r\n")
+    service = service_from(load(config_path))
+    reply = service.respond(" ".join(words).encode("utf-8") + b"\r\n", alarm_runner)
     sys.stdout.buffer.write(reply.data)
     sys.stdout.flush()
     return 0
 
 
 def _check(config_path: str | None) -> int:
+    from fingerd.chain import build_chain
     from fingerd.config import load
-    from fingerd.service import build_backends
+    from fingerd.log import escape
 
     config = load(config_path)
-    chain = build_backends(config)
+    chain = build_chain(config)
     server = config.server
-    print(f"{config.path}: OK")
+    print(f"{escape(config.path)}: OK")
     print(f"  list_users = {str(server.list_users).lower()}, "
           f"forwarding = {str(server.forwarding).lower()}, "
           f"read_timeout = {server.read_timeout:g} s")
@@ -147,5 +150,5 @@ def _check(config_path: str | None) -> int:
         print("  no backends: every user is answered as unknown")
     for number, (name, backend) in enumerate(chain, 1):
         cls = type(backend)
-        print(f"  backend {number}: {name} ({cls.__module__}.{cls.__qualname__})")
+        print(f"  backend {number}: {escape(name)} ({cls.__module__}.{cls.__qualname__})")
     return 0

@@ -253,6 +253,11 @@ def _parse_toml(path: str, data: bytes) -> dict[str, object]:
         message, _, where = str(e).rpartition(" (at line ")
         line = int(where.split(",")[0]) if message and where[:1].isdigit() else 0
         raise ConfigError(path, f"TOML syntax: {message or e}", line=line) from None
+    except (ValueError, RecursionError) as e:
+        # tomllib's own limits: an integer of more than 4300 digits (ValueError), arrays or
+        # tables nested a thousand deep (RecursionError). A broken file all the same.
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ConfigError(path, f"TOML cannot be read: {what}") from None
 
 
 def _cache_get(cache: str, stamp: tuple[object, ...]) -> dict[str, object] | None:

@@ -107,7 +107,7 @@ def send(message: str, priority: int = INFO, **fields: object) -> None:
     reaches a terminal running journalctl or reading stderr.
     """
     if not message.isprintable():
-        message = _escaped(message, keep="\n")
+        message = escape(message, keep="\n")
     sock = _journal_socket()
     if sock:
         data = _record(message, priority, fields)
@@ -162,21 +162,35 @@ def printable(text: str) -> str:
     text = text[:200]
     if text.isprintable() and "\\" not in text and '"' not in text:
         return text  # the usual case, and fingerd serve logs every query
-    return _escaped(text.replace("\\", "\\\\").replace('"', '\\"'))
+    return escape(text.replace("\\", "\\\\").replace('"', '\\"'))
 
 
-def _escaped(text: str, keep: str = "") -> str:
-    """Every character that is not printable (nor in ``keep``) as ``\\xNN``."""
-    return "".join(c if c.isprintable() or c in keep else f"\\x{ord(c):02x}" for c in text)
+def escape(text: str, keep: str = "") -> str:
+    """Every character that is not printable (nor in ``keep``) as Python writes it in a
+    string: ``\\x1b``, ``\\u202e``, ``\\U0001f600`` (never ambiguous: ``\\x202e`` would read as
+    ``\\x20`` followed by ``2e``). For anything that goes to a terminal or the journal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else _escape_char(c) for c in text)
+
+
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def query_record(remote: str, query: str, user: str | None, backend: str, outcome: str,
-                 duration: float) -> None:
-    """The one record per query."""
+                 duration: float, frontend: str | None = None) -> None:
+    """The one record per query. ``frontend``: which front end asked, when not finger
+    itself (``web``, ``webfinger``, ``irc``); ``remote`` is then whatever identifies the asker
+    there (an IRC nick!user@host)."""
     ms = f"{duration * 1000:.1f}"
     query = printable(query)
-    message = (f'remote={remote or "-"} query="{query}" backend={backend or "-"} '
-               f"outcome={outcome.replace(' ', '_')} duration_ms={ms}")
+    via = f" frontend={frontend}" if frontend else ""
+    message = (f'remote={printable(remote) or "-"} query="{query}" backend={backend or "-"} '
+               f"outcome={outcome.replace(' ', '_')} duration_ms={ms}{via}")
     send(message, INFO, REMOTE_ADDR=remote or None, FINGER_QUERY=query,
          FINGER_USER=user, FINGER_BACKEND=backend or None, FINGER_OUTCOME=outcome,
-         FINGER_DURATION_MS=ms)
+         FINGER_DURATION_MS=ms, FINGER_FRONTEND=frontend)

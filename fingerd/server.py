@@ -1,22 +1,23 @@
 """``fingerd serve``: one long-running process for all connections.
 
-For hosts without systemd, for development (``make run``), and for hosts with real traffic
-(``fingerd-server.socket``, ``Accept=no``: systemd passes the listening sockets, see
-sd_listen_fds(3)). It answers exactly like the per-connection handler, because both call
-:meth:`fingerd.service.FingerService.respond`, and applies the same limits to every connection
-(read timeout, line cap, output filter) plus caps on concurrent connections in total and per
-source address, so that one client cannot starve the others.
+For hosts with real traffic (``fingerd-server.socket``, ``Accept=no``), for hosts without
+systemd, and for development (``make run``). Each connection is driven by the same session as
+the per-connection handler (fingerd/session.py: framing, refusals, lingering, the log record)
+and answered by the same service, so both send the same bytes. This module only moves bytes:
+its own small event loop on ``select.epoll``, connection states, deadlines, SIGHUP and SIGTERM.
+The caps live in fingerd/admission.py, the worker threads in fingerd/pool.py, process plumbing
+(sockets from systemd, readiness, switching user) in fingerd/daemon.py.
 
-Backends that may block (files, programs, HTTP) run in worker threads; the event loop only
-moves bytes. SIGHUP reloads the config without dropping connections; SIGTERM and SIGINT stop
-accepting, let the connections in flight finish (bounded) and exit 0.
+Backend calls that do not block (``static``) run inline, right here; blocking ones on the
+worker pool, whose results come back through an eventfd. SIGHUP reloads the config for new
+connections; SIGTERM and SIGINT stop accepting, finish the connections in flight (bounded) and
+exit 0.
 
-The event loop is a small one of its own on ``select.epoll``, chosen by measurement (see
-README.md, "Performance"): a finger connection is one line in, one answer out, so most
-connections are answered straight after accept() without ever being registered with epoll, and
-the loop costs about a third of an ``asyncio.Protocol`` server's CPU per request (less than
-uvloop's, or Twisted's). Timeouts are checked by a sweep over the open connections ten times a
-second, which needs no timer objects per connection and keeps memory flat.
+Why its own loop: a finger connection is one line in, one answer out, so most connections are
+answered straight after accept() without ever being registered with epoll, and the loop costs
+less CPU per request than an ``asyncio.Protocol`` server, uvloop's or Twisted's (README.md,
+"Performance"). Deadlines are enforced by a sweep over the open connections ten times a
+second: no timer objects per connection, and memory stays flat.
 """
 
 from __future__ import annotations
@@ -29,185 +30,110 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
+from functools import partial
 
 from fingerd import log
-from fingerd.config import ConfigError, load
-from fingerd.protocol import (
-    BUSY,
-    MAX_QUERY_BYTES,
-    QUERY_TOO_LONG,
-    TIMED_OUT,
-    UNAVAILABLE,
-    client_address,
-    reply_line,
-)
-from fingerd.service import ERROR, INVALID, FingerService, Reply
+from fingerd.admission import Admission, source_key
+from fingerd.chain import service_from
+from fingerd.config import load
+from fingerd.daemon import UsageError, drop_privileges, listening_sockets, notify, socket_name
+from fingerd.pool import Pool
+from fingerd.protocol import client_address
+from fingerd.service import DISCONNECTED, Reply
+from fingerd.session import DRAIN_BYTES, Session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from fingerd.protocol import Query
+    from fingerd.pool import Job
+    from fingerd.service import Call, FingerService, Lookup
 
 DEFAULT_LISTEN = "127.0.0.1:1079"
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
-WORKER_THREADS = 16
-# Backend calls run here, each waited for at most [server] backend_timeout; one that takes longer
-# is abandoned (a thread cannot be stopped) and keeps its thread until it returns.
-BACKEND_THREADS = 32
-SWEEP_INTERVAL = 0.1  # seconds between timeout checks
+SWEEP_INTERVAL = 0.1  # seconds between deadline checks
 ACCEPT_BATCH = 64  # connections accepted per wake-up and listener, so that none starves
-DRAIN_SECONDS = 1.0  # after a refusal: how long to discard what the client still sends
-LINE_LIMIT = MAX_QUERY_BYTES + 2  # a query and its CRLF
 
 # Connection states.
-READING, WAITING, WRITING, DRAINING, CLOSED = range(5)
+READING, ASKING, WRITING, LINGERING, CLOSED = range(5)
 
 _DONTWAIT = socket.MSG_DONTWAIT
 _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 
 
-class UsageError(Exception):
-    """A command-line problem, reported in one line."""
-
-
 class Connection:
-    """One client: read one line (bounded), answer it, close. The handler's rules, evented."""
+    """One client and its session."""
 
-    __slots__ = ("admitted", "buffer", "deadline", "future", "line", "more", "out",
-                 "registered", "remote", "service", "sock", "source", "started", "state")
+    __slots__ = ("admitted", "call", "held", "job", "lookup", "out", "registered", "remote",
+                 "service", "session", "sock", "source", "state", "writes")
 
     def __init__(self, sock: socket.socket, remote: str, service: FingerService,
-                 started: float) -> None:
+                 now: float) -> None:
         self.sock = sock
         self.remote = remote
-        self.source = source_key(remote)  # what the per-source cap counts
+        self.source = source_key(remote)
         self.service = service  # a reload mid-query does not change this one's answer
-        self.started = started
-        self.deadline = started + service.server.read_timeout
-        self.buffer = b""
-        self.line = b""
-        self.out = b""
+        self.session = Session(now, service.server.read_timeout)
         self.state = READING
         self.admitted = False
-        self.more = False  # the client sent more than its query line: drain before closing
         self.registered = 0  # the epoll events this socket is registered for; 0: not at all
-        self.future: Future[Reply] | None = None
+        self.lookup: Lookup | None = None
+        self.call: Call | None = None  # the blocking call on the pool
+        self.job: Job | None = None
+        self.out = b""  # the rest of the answer, still to send
+        self.held = 0  # of it, what counts against the unsent budget
+        self.writes = 0
 
 
-def source_key(address: str) -> str:
-    """The per-source cap counts an IPv4 address, or an IPv6 /64: one host usually has a whole
-    /64 to pick addresses from."""
-    if ":" not in address:
-        return address
-    try:
-        return socket.inet_pton(socket.AF_INET6, address)[:8].hex() + "::/64"
-    except OSError:
-        return address
-
-
-class BackendTimer:
-    """``fingerd serve``'s time limit per backend call, as the handler's SIGALRM is for it.
-
-    The call runs on a thread of its own pool and is waited for ``[server] backend_timeout``
-    seconds; then it counts as failed and the chain asks the next backend, exactly as in the
-    handler. A thread cannot be interrupted, so a call that hangs keeps its thread until it
-    returns; when all are taken, calls wait in the queue, time out and fail the same way.
-    """
-
-    def __init__(self) -> None:
-        self.pool: ThreadPoolExecutor | None = None
-        self.running: set[Future[str | None]] = set()
-
-    def __call__(self, method: Callable[[Query], str | None], query: Query,
-                 seconds: float) -> str | None:
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(BACKEND_THREADS, thread_name_prefix="fingerd-backend")
-        future = self.pool.submit(method, query)
-        self.running.add(future)
-        future.add_done_callback(self.running.discard)
-        try:
-            return future.result(timeout=seconds)
-        except TimeoutError:
-            future.cancel()  # if it is still queued, it never starts
-            raise TimeoutError(f"took longer than {seconds:g} s "
-                               f"({len(self.running)} backend call(s) still running)") from None
-
-    def shutdown(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+def _idle(conn: Connection) -> bool:
+    return conn.state == READING
 
 
 class Server:
-    """The listening sockets, the current service (swapped on SIGHUP), the connections, the
-    caps, and the loop that serves them."""
+    """The listening sockets, the current service (swapped on SIGHUP), the connections, and
+    the loop that serves them."""
 
-    def __init__(self, config_path: str | None, service: FingerService,
-                 timer: BackendTimer) -> None:
+    def __init__(self, config_path: str | None, service: FingerService) -> None:
         self.config_path = config_path
         self.service = service
-        self.timer = timer  # every service this server loads gets it
-        self.pool: ThreadPoolExecutor | None = None
-        self.accept_paused = False  # out of file descriptors: listeners off until the sweep
+        server = service.server
+        self.admission = Admission(server.max_connections, server.max_connections_per_source,
+                                   server.max_answer_bytes, _idle)  # type: ignore[arg-type]
         self.connections: dict[int, Connection] = {}  # by fd: everything open, refusals too
-        self.admitted = 0
-        self.per_source: dict[str, int] = {}
+        self.accept_paused = False  # out of file descriptors: listeners off until the sweep
         self.epoll = select.epoll()
         self.listeners: dict[int, socket.socket] = {}
-        # Worker threads hand their answers back through this queue and wake the loop up.
-        self.done: deque[tuple[Connection, Future[Reply]]] = deque()
-        # Lookups submitted and not yet finished (a worker thread removes its own).
-        self.pending: set[Future[Reply]] = set()
         self.wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.epoll.register(self.wakeup, _EPOLLIN)
+        self.pool = Pool(self._wake)
         self.signals: set[int] = set()
         self.signal_r, self.signal_w = socket.socketpair()
         for sock in (self.signal_r, self.signal_w):
             sock.setblocking(False)
         self.epoll.register(self.signal_r.fileno(), _EPOLLIN)
 
-    # -- the caps -----------------------------------------------------------------------------
-
-    def admit(self, source: str) -> bool:
-        server = self.service.server
-        if (self.admitted >= server.max_connections
-                or self.per_source.get(source, 0) >= server.max_connections_per_source):
-            return False
-        self.per_source[source] = self.per_source.get(source, 0) + 1
-        self.admitted += 1
-        return True
-
-    def refusals(self) -> int:
-        """Connections held only to deliver "busy" (draining): they are bounded too."""
-        return len(self.connections) - self.admitted
-
-    def release(self, source: str) -> None:
-        self.admitted -= 1
-        count = self.per_source.get(source, 0) - 1
-        if count > 0:
-            self.per_source[source] = count
-        else:
-            self.per_source.pop(source, None)
+    def _wake(self) -> None:
+        """In a worker thread: a job is done."""
+        with contextlib.suppress(OSError):  # the counter is full: the loop is awake anyway
+            os.eventfd_write(self.wakeup, 1)
 
     def reload(self) -> None:
-        """SIGHUP: a new config for new connections; on error keep the old one and say why."""
+        """SIGHUP: a new config for new connections; on any error keep the old one."""
         try:
             # After --user: the file must be readable by that user (under systemd it is 0644).
-            self.service = FingerService(load(self.config_path), self.timer)
-        except ConfigError as e:
+            service = service_from(load(self.config_path))
+        except Exception as e:  # a ConfigError, or whatever else a parser or plugin raises
             log.error(f"reload failed, keeping the running configuration: {e}")
             return
-        log.send(f"configuration reloaded from {self.service.config.path}")
+        self.service = service
+        server = service.server
+        self.admission.update(server.max_connections, server.max_connections_per_source,
+                              server.max_answer_bytes)
+        log.send(f"configuration reloaded from {service.path}")
 
-    # -- connections --------------------------------------------------------------------------
+    # -- accepting ----------------------------------------------------------------------------
 
     def accept(self, listener: socket.socket) -> None:
         service = self.service
         family = listener.family
+        admission = self.admission
         for _ in range(ACCEPT_BATCH):
             try:
                 fd, peer = listener._accept()  # type: ignore[attr-defined]  # no socket object
@@ -222,18 +148,28 @@ class Server:
                     log.error(f"accept failed: {e.strerror or e}")
                 return
             sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-            remote = client_address(peer)
-            conn = Connection(sock, remote, service, time.monotonic())
+            now = time.monotonic()
+            conn = Connection(sock, client_address(peer), service, now)
             self.connections[fd] = conn
-            if not self.admit(conn.source):
-                # Refusals hold a descriptor while they drain; past max_connections of them,
-                # a refused client is closed at once (its "busy" line may then be lost).
-                drain = self.refusals() <= service.server.max_connections
-                self.finish(conn, Reply(reply_line(BUSY), "busy"), drain=drain)
+            admitted, victim = admission.admit(conn)
+            if victim is not None:
+                self.refuse(victim, now)  # type: ignore[arg-type]
+            if not admitted:
+                self.refuse(conn, now)
                 continue
             conn.admitted = True
             # The query is usually there already: answer it without a trip through epoll.
             self.readable(conn)
+
+    def refuse(self, conn: Connection, now: float) -> None:
+        """Over the caps: "busy". Refusals hold a descriptor while they linger; past
+        max_connections of them, a refused client is closed at once."""
+        if conn.admitted:
+            conn.admitted = False  # the admission released it already
+        conn.session.busy(now)
+        if len(self.connections) - self.admission.admitted > self.service.server.max_connections:
+            conn.session.linger = False
+        self.send(conn)
 
     def pause_accepting(self, error: OSError) -> None:
         """Out of file descriptors (or memory): stop polling the listeners until the next sweep,
@@ -251,129 +187,109 @@ class Server:
         for fd in self.listeners:
             self.epoll.modify(fd, _EPOLLIN)
 
+    # -- reading ------------------------------------------------------------------------------
+
     def readable(self, conn: Connection) -> None:
+        state = conn.state
+        session = conn.session
         try:
-            data = conn.sock.recv(4096, _DONTWAIT)
+            data = conn.sock.recv(4096 if state != READING else session.wanted(), _DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            if conn.state == READING and not conn.registered:
+            if state == READING and not conn.registered:
                 self.watch(conn, _EPOLLIN)
             return
         except OSError:  # a reset: the client is gone, whatever it had sent
-            if conn.state == READING:
-                conn.line = conn.buffer
-                self.finish(conn, Reply(b"", "disconnected"))
-            else:
+            if state == READING:
+                session.reset()
                 self.close(conn)
-            return
-        if conn.state != READING:
-            if not data:  # a draining client closed its side, or left
-                self.close(conn)
-            return  # after a refusal: discard, until the client closes (see handler.drain)
-        if not data:
-            if conn.buffer:
-                self.query(conn, conn.buffer)  # a last line without LF: answer it
             else:
-                self.finish(conn, Reply(b"", "disconnected"))
+                self.close(conn, delivered=False)
             return
-        buffer = conn.buffer + data if conn.buffer else data
-        end = buffer.find(b"\n")
-        if end >= 0:
-            conn.more = end + 1 < len(buffer)
-            self.query(conn, buffer[:end + 1])
-        elif len(buffer) >= LINE_LIMIT:
-            conn.line = buffer
-            self.finish(conn, Reply(reply_line(QUERY_TOO_LONG), INVALID), drain=True)
-        else:
-            conn.buffer = buffer
-            if not conn.registered:
+        if state == READING:
+            if session.receive(data):
+                if session.reply is None:
+                    self.ask(conn)
+                else:
+                    self.send(conn)
+            elif not conn.registered:
                 self.watch(conn, _EPOLLIN)
-
-    def query(self, conn: Connection, line: bytes) -> None:
-        conn.line = line
-        service = conn.service
-        if not service.blocking:
-            self.finish(conn, self.respond(service, line))
             return
-        if self.pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        if not session.received_more(data):  # the client half-closed, or sends too much
+            if state == LINGERING:
+                self.close(conn)
+            elif state == WRITING:
+                self.watch(conn, _EPOLLOUT)
+            else:
+                self.unwatch(conn)
 
-            self.pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="fingerd-lookup")
-        conn.state = WAITING
-        # Backends bound their own time; this is the backstop for one that does not.
-        budget = service.server.backend_timeout * max(1, len(service.backends)) + 1
-        conn.deadline = time.monotonic() + budget
-        if conn.registered:
-            self.unwatch(conn)
-        future = self.pool.submit(self.respond, service, line)
-        conn.future = future
-        self.pending.add(future)
-        future.add_done_callback(lambda f: self.answered(conn, f))
+    # -- asking the service -------------------------------------------------------------------
 
-    def answered(self, conn: Connection, future: Future[Reply]) -> None:
-        """In a worker thread: hand the answer to the loop."""
-        self.pending.discard(future)
-        self.done.append((conn, future))
-        with contextlib.suppress(OSError):  # the counter is full: the loop is awake anyway
-            os.eventfd_write(self.wakeup, 1)
+    def ask(self, conn: Connection) -> None:
+        conn.lookup = conn.service.lookup(conn.session.line, conn.remote)
+        self.advance(conn)
 
-    def collect(self) -> None:
-        """In the loop: send the answers that worker threads have finished."""
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            os.eventfd_read(self.wakeup)
-        while self.done:
-            conn, future = self.done.popleft()
-            if conn.state != WAITING or conn.future is not future or future.cancelled():
-                continue  # answered "unavailable" already: a result that comes later is dropped
-            conn.future = None
-            self.finish(conn, future.result())
+    def advance(self, conn: Connection) -> None:
+        """Run the lookup's calls: inline while they do not block, else on the pool."""
+        lookup = conn.lookup
+        assert lookup is not None
+        while (call := lookup.next_call()) is not None:
+            if not call.blocking:
+                lookup.run_inline(call)
+                continue
+            conn.state = ASKING
+            conn.call = call
+            conn.session.deadline = time.monotonic() + call.timeout
+            conn.job = self.pool.submit(conn.source, call, partial(self.called, conn))
+            if conn.registered != _EPOLLIN:  # input that comes meanwhile is read and discarded
+                self.watch(conn, _EPOLLIN)
+            return
+        conn.call = conn.job = None
+        conn.session.answer(lookup.reply_or_error(), time.monotonic())
+        self.send(conn)
 
-    @staticmethod
-    def respond(service: FingerService, line: bytes) -> Reply:
-        try:
-            return service.respond(line)
-        except Exception as e:  # a bug; the client gets a short line, the log the reason
-            log.error(f"internal error: {type(e).__name__}: {e}")
-            return Reply(reply_line(UNAVAILABLE), ERROR)
-
-    def finish(self, conn: Connection, reply: Reply, drain: bool = False) -> None:
-        """Send ``reply``, then close (or half-close and drain), and log the one record."""
-        drain = drain or conn.more
-        data = reply.data
-        sock = conn.sock
-        if data:
-            try:
-                sent = sock.send(data, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:  # the client is gone: nothing more to send
-                sent = len(data)
-                reply.outcome = "disconnected"
-            data = data[sent:]
-        if data:
-            conn.out = data
-            conn.state = DRAINING if drain else WRITING
-            conn.deadline = time.monotonic() + conn.service.server.read_timeout
-            self.watch(conn, _EPOLLOUT)
-        elif drain:
-            self.start_drain(conn)
+    def called(self, conn: Connection, job: Job) -> None:
+        """From the pool, in the loop: the call is done."""
+        if conn.job is not job or conn.lookup is None or conn.call is None:
+            return
+        if job.error is not None:
+            conn.lookup.failed(conn.call, job.error)
         else:
-            self.close(conn)
-        query = reply.query
-        log.query_record(conn.remote, conn.line.rstrip(b"\r\n").decode("utf-8", "replace"),
-                         query.user if query else None, reply.backend, reply.outcome,
-                         time.monotonic() - conn.started)
+            conn.lookup.answered(conn.call, job.answer)
+        self.advance(conn)
 
-    def start_drain(self, conn: Connection) -> None:
-        # Half-close and keep discarding input for a moment: closing with unread data would
-        # send RST and could destroy the answer before the client reads it.
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
+    # -- writing ------------------------------------------------------------------------------
+
+    def send(self, conn: Connection) -> None:
+        """Send the session's reply; what does not go out at once is sent as the socket
+        drains (and counts against the unsent budget)."""
+        session = conn.session
+        reply = session.reply
+        assert reply is not None
+        data = reply.data
+        if not data:
             self.close(conn)
             return
-        conn.state = DRAINING
-        conn.deadline = time.monotonic() + DRAIN_SECONDS
-        self.watch(conn, _EPOLLIN)
+        if len(data) > DRAIN_BYTES and not self.admission.may_hold(len(data)):
+            log.warning(f"{len(data)} bytes to send and {self.admission.unsent} unsent already:"
+                        f" over the budget of {self.admission.budget}, answering busy")
+            session.busy(time.monotonic())
+            data = session.reply.data  # type: ignore[union-attr]
+        try:
+            sent = conn.sock.send(data, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # the client is gone
+            self.close(conn, delivered=False)
+            return
+        conn.writes = 1
+        if sent < len(data):
+            conn.out = data[sent:]
+            conn.held = len(conn.out)
+            self.admission.unsent += conn.held
+            conn.state = WRITING
+            self.watch(conn, _EPOLLOUT | (_EPOLLIN if not session.input_closed else 0))
+            return
+        self.sent(conn)
 
     def writable(self, conn: Connection) -> None:
         try:
@@ -381,20 +297,45 @@ class Server:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.close(conn)
+            self.close(conn, delivered=False)
             return
+        conn.writes += 1
         conn.out = conn.out[sent:]
-        if conn.out:
-            return
-        if conn.state == DRAINING:
-            self.start_drain(conn)
-        else:
+        if not conn.out:
+            self.sent(conn)
+
+    def sent(self, conn: Connection) -> None:
+        """All of the answer is out: linger, or close."""
+        session = conn.session
+        if not session.input_closed:
+            # Input that came while we answered is still unread; it decides about lingering.
+            try:
+                data = conn.sock.recv(DRAIN_BYTES, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                self.close(conn)
+                return
+            else:
+                session.received_more(data)
+        if not session.sent(time.monotonic(), conn.writes):
             self.close(conn)
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close(conn)
+            return
+        conn.state = LINGERING
+        self.watch(conn, _EPOLLIN)
+
+    # -- bookkeeping --------------------------------------------------------------------------
 
     def watch(self, conn: Connection, events: int) -> None:
         fd = conn.sock.fileno()
         if conn.registered:
-            self.epoll.modify(fd, events)
+            if conn.registered != events:
+                self.epoll.modify(fd, events)
         else:
             self.epoll.register(fd, events)
         conn.registered = events
@@ -404,9 +345,16 @@ class Server:
             self.epoll.unregister(conn.sock.fileno())
             conn.registered = 0
 
-    def close(self, conn: Connection) -> None:
+    def close(self, conn: Connection, delivered: bool = True) -> None:
+        """The end of a connection, and its one log record."""
         if conn.state == CLOSED:
             return
+        if conn.job is not None:
+            self.pool.abandon(conn.job)  # the client is gone: nobody waits for this answer
+            conn.job = None
+        if conn.held:
+            self.admission.unsent -= conn.held
+            conn.held = 0
         fd = conn.sock.fileno()
         if conn.registered:
             self.epoll.unregister(fd)
@@ -415,24 +363,31 @@ class Server:
         del self.connections[fd]
         if conn.admitted:
             conn.admitted = False
-            self.release(conn.source)
+            self.admission.release(conn)
         conn.sock.close()
+        session = conn.session
+        if session.reply is None:  # gone while its lookup ran
+            session.reply = Reply(b"", DISCONNECTED, conn.lookup.query if conn.lookup else None)
+        session.log(conn.remote, time.monotonic(), delivered and not conn.out)
 
     def sweep(self, now: float) -> None:
-        """Enforce every connection's deadline: the read timeout, the answer's time budget,
-        the write timeout and the drain period."""
-        for conn in [c for c in self.connections.values() if c.deadline <= now]:
+        """Enforce every connection's deadline: the read timeout, each backend call's time
+        limit, the write timeout and the lingering period."""
+        for conn in [c for c in self.connections.values() if c.session.deadline <= now]:
             state = conn.state
             if state == READING:
-                conn.line = conn.buffer
-                self.finish(conn, Reply(reply_line(TIMED_OUT), "timeout"))
-            elif state == WAITING:
-                if conn.future is not None:
-                    conn.future.cancel()  # a result that comes later is dropped
-                    conn.future = None
-                log.error(f"no answer within the time budget for {conn.line!r}")
-                self.finish(conn, Reply(reply_line(UNAVAILABLE), ERROR))
-            else:  # a client that does not read its answer, or a drain period that is over
+                conn.session.timed_out()
+                self.send(conn)
+            elif state == ASKING:
+                job, call, lookup = conn.job, conn.call, conn.lookup
+                assert job is not None and call is not None and lookup is not None
+                self.pool.abandon(job)
+                conn.job = None
+                lookup.failed(call, TimeoutError(f"took longer than {call.timeout:g} s"))
+                self.advance(conn)
+            elif state == WRITING:  # a client that does not read its answer
+                self.close(conn, delivered=False)
+            else:  # the lingering period is over
                 self.close(conn)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -449,8 +404,8 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self.on_signal)
         try:
-            names = ", ".join(_name(sock) for sock in sockets)
-            log.send(f"serving on {names} with {self.service.config.path}")
+            names = ", ".join(socket_name(sock) for sock in sockets)
+            log.send(f"serving on {names} with {self.service.path}")
             notify("READY=1")
             log.batch()
             self.loop(stopping_at=None)
@@ -459,10 +414,12 @@ class Server:
                 self.epoll.unregister(fd)
                 sock.close()
             self.listeners.clear()
-            # Drain: connections in flight get their answer, within their own time limits.
-            self.loop(stopping_at=time.monotonic() + self.service.server.read_timeout + 1)
+            # Connections in flight get their answer, within their own time limits.
+            server = self.service.server
+            self.loop(stopping_at=time.monotonic() + server.read_timeout
+                      + server.backend_timeout * len(self.service.chain) + 1)
             for conn in list(self.connections.values()):
-                self.close(conn)
+                self.close(conn, delivered=False)
             log.send("stopped")
         finally:
             log.flush()
@@ -483,14 +440,16 @@ class Server:
             for fd, events in poll(timeout):
                 conn = connections.get(fd)
                 if conn is not None:
-                    if events & _EPOLLOUT:
+                    if events & _EPOLLOUT and conn.state == WRITING:
                         self.writable(conn)
-                    else:
+                    if events & ~_EPOLLOUT and conn.state != CLOSED:
                         self.readable(conn)
                 elif fd in listeners:
                     self.accept(listeners[fd])
                 elif fd == wakeup:
-                    self.collect()
+                    with contextlib.suppress(BlockingIOError, InterruptedError):
+                        os.eventfd_read(wakeup)
+                    self.pool.collect()
                 elif fd == signal_fd:
                     with contextlib.suppress(BlockingIOError, InterruptedError):
                         self.signal_r.recv(512)
@@ -509,112 +468,6 @@ class Server:
             flush()
 
 
-def parse_listen(spec: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6ADDR]:PORT`` -> (host, port)."""
-    host, sep, port = spec.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--listen {spec!r}: expected HOST:PORT, e.g. 127.0.0.1:1079 or [::1]:79")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or "0.0.0.0", int(port)  # noqa: S104 (":79" means every address, as asked)
-
-
-def bind(spec: str) -> socket.socket:
-    host, port = parse_listen(spec)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError as e:
-        sock.close()
-        raise UsageError(f"cannot listen on {spec}: {e.strerror or e}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def systemd_sockets() -> list[socket.socket]:
-    """Listening sockets passed by systemd (``LISTEN_FDS``), per sd_listen_fds(3).
-
-    python-systemd's ``systemd.daemon.listen_fds`` when it is installed (Debian's package
-    depends on it); otherwise the same protocol, read here.
-    """
-    try:
-        from systemd.daemon import listen_fds
-    except ImportError:
-        fds = _listen_fds()
-    else:
-        fds = listen_fds(unset_environment=True)
-    sockets = [socket.socket(fileno=fd) for fd in fds]
-    for sock in sockets:
-        sock.setblocking(False)
-    return sockets
-
-
-def _listen_fds() -> list[int]:
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return []
-    try:
-        count = int(os.environ.get("LISTEN_FDS", "0"))
-    except ValueError:
-        return []
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)  # not for our children
-    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
-
-
-def notify(state: str) -> None:
-    """sd_notify(3): tell systemd we are ready / stopping, when it asked (Type=notify)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    try:
-        from systemd.daemon import notify as sd_notify
-    except ImportError:
-        pass
-    else:
-        if not sd_notify(state):
-            log.warning(f"sd_notify({state!r}) failed")
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(state.encode(), address)
-    except OSError as e:
-        log.warning(f"sd_notify failed: {e}")
-
-
-def drop_privileges(user: str | None) -> None:
-    """Become ``user`` after binding (as the tutorial's ``Application(uid=, gid=)`` does)."""
-    if os.geteuid() != 0:
-        if user:
-            import pwd
-
-            try:
-                uid = pwd.getpwnam(user).pw_uid
-            except KeyError:
-                raise UsageError(f"--user {user}: no such user") from None
-            if uid != os.geteuid():
-                raise UsageError(f"--user {user}: only root can switch users")
-        return
-    if not user:
-        raise UsageError("refusing to serve as root: pass --user USER (an unprivileged "
-                         "account to switch to once the ports are bound)")
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise UsageError(f"--user {user}: no such user") from None
-    if entry.pw_uid == 0:
-        raise UsageError(f"--user {user}: that is root")
-    os.setgroups([])
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-
-
 def serve(config_path: str | None, listen: list[str], user: str | None) -> int:
     """Run until SIGTERM/SIGINT. Returns the exit status."""
     # Until the event loop handles SIGHUP, one would kill us (its default action); the config
@@ -622,35 +475,26 @@ def serve(config_path: str | None, listen: list[str], user: str | None) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # The config is read before binding, so that a broken one is reported without touching the
     # network, and before privileges are dropped (a reload on SIGHUP reads it as --user).
-    timer = BackendTimer()
-    service = FingerService(load(config_path), timer)  # ConfigError: reported by the caller
+    service = service_from(load(config_path))  # ConfigError: reported by the caller
     try:
-        sockets = systemd_sockets()
-        if not sockets:
-            sockets = [bind(spec) for spec in (listen or [DEFAULT_LISTEN])]
+        sockets = listening_sockets(listen, DEFAULT_LISTEN)
         drop_privileges(user)
     except UsageError as e:
         print(f"fingerd serve: {e}", file=sys.stderr)
         return 2
-    server = Server(config_path, service, timer)
+    server = Server(config_path, service)
     try:
         server.run(sockets)
     finally:
-        if server.pool is not None:
-            server.pool.shutdown(wait=False, cancel_futures=True)
-        timer.shutdown()
-    stuck = len(server.pending) + len(timer.running)
+        server.pool.shutdown()
+    stuck = server.pool.busy()
     if stuck:
         # Backend calls that hang beyond every time limit (their clients were answered
         # already). The interpreter would wait for their threads at exit, and systemd until
         # TimeoutStopSec=; nothing they could still do matters now.
-        log.warning(f"exiting with {stuck} lookup(s) still running")
+        log.warning(f"exiting with {stuck} backend call(s) still running")
         log.flush()
         sys.stderr.flush()
         os._exit(0)
     return 0
 
-
-def _name(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -25,9 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, recv_all, require, stop
 
-from fingerd.backend import Backend
-from fingerd.config import Config
-from fingerd.service import build_backends
+from fingerd.testing import make_backend  # noqa: F401 (for the backend tests)
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -86,10 +84,6 @@ def write_config(path: Path, backends: list[dict[str, object]],
     return path
 
 
-def make_backend(table: dict[str, object]) -> Backend:
-    """Build one backend exactly as the chain does (type lookup, options, unknown-key check)."""
-    [(_name, backend)] = build_backends(Config("test.toml", {"backend": [dict(table)]}))
-    return backend
 
 
 # -- the per-connection handler on a real socket --------------------------------------------------

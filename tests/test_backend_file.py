@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_contract import BackendContract, World
 from backend_fixtures import (
     PYTHON,
     REPO,
@@ -26,9 +25,11 @@ from backend_fixtures import (
 )
 from conftest import require
 
+from fingerd.chain import service_from
 from fingerd.config import Config
 from fingerd.protocol import Query
 from fingerd.service import FingerService
+from fingerd.testing import BackendContract, World
 
 STATUS = """\
 # The tutorial's status file.
@@ -46,7 +47,7 @@ def age(path: Path, seconds: float = 3600) -> None:
 
 
 def chain(*tables: dict[str, object]) -> FingerService:
-    return FingerService(Config("test.toml", {"backend": list(tables)}))
+    return service_from(Config("test.toml", {"backend": list(tables)}))
 
 
 # -- the contract, for both forms -----------------------------------------------------------------
@@ -98,7 +99,7 @@ def test_relative_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "status").write_text("alice: next to the config\n")
     (tmp_path / "status.d").mkdir()
     (tmp_path / "status.d" / "bob").write_text("in the directory")
-    service = FingerService(Config(str(tmp_path / "fingerd.toml"), {"backend": [
+    service = service_from(Config(str(tmp_path / "fingerd.toml"), {"backend": [
         {"type": "file", "path": "status"}, {"type": "file", "path": "status.d/"}]}))
     assert service.respond(b"alice\r\n").data == b"next to the config\r\n"
     assert service.respond(b"bob\r\n").data == b"in the directory\r\n"

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from backend_contract import BackendContract, World
 from backend_fixtures import (
     PYTHON,
     REPO,
@@ -31,9 +30,10 @@ from backend_fixtures import (
 )
 
 from fingerd.backends.http import quote
+from fingerd.chain import service_from
 from fingerd.config import Config
 from fingerd.protocol import Query
-from fingerd.service import FingerService
+from fingerd.testing import BackendContract, World
 
 
 def text(body: str | bytes, content_type: str = "text/plain; charset=utf-8",
@@ -230,7 +230,7 @@ def test_unusable_answers_are_failures(server: StatusServer, user: str, reason: 
 
 def test_404_is_unknown_and_the_chain_goes_on(server: StatusServer) -> None:
     """HTTP 404: the service does not know the user; the next backend answers."""
-    service = FingerService(Config("t", {"backend": [
+    service = service_from(Config("t", {"backend": [
         {"type": "http", "url": server.url("/status/{user}")},
         {"type": "static", "users": {"zed": "from static"}}]}))
     reply = service.respond(b"zed\r\n")
@@ -241,7 +241,7 @@ def test_404_is_unknown_and_the_chain_goes_on(server: StatusServer) -> None:
 def test_failure_is_logged_and_the_chain_goes_on(server: StatusServer,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """HTTP 500: the journal gets the backend and the reason, the client the next answer."""
-    service = FingerService(Config("t", {"backend": [
+    service = service_from(Config("t", {"backend": [
         {"type": "http", "url": server.url("/status/{user}")},
         {"type": "static", "users": {"e500": "fallback"}}]}))
     assert service.respond(b"e500\r\n").data == b"fallback\r\n"
@@ -252,7 +252,7 @@ def test_failure_is_logged_and_the_chain_goes_on(server: StatusServer,
 
 def test_empty_answer_is_no_information(server: StatusServer) -> None:
     """An empty 200 body: the user exists with nothing to say."""
-    service = FingerService(Config("t", {"backend": [
+    service = service_from(Config("t", {"backend": [
         {"type": "http", "url": server.url("/status/{user}")}]}))
     assert service.respond(b"empty\r\n").data == b"No information.\r\n"
 

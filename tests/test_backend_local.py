@@ -27,14 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_contract import BackendContract, World
 from backend_fixtures import PYTHON, REPO, child_env, make_backend, needs_root, public_dir
 from conftest import require
 
 from fingerd.backends.local import login_defs_range, valid_name
+from fingerd.chain import service_from
 from fingerd.config import Config
 from fingerd.protocol import LIST_DENIED, Query
-from fingerd.service import FingerService
+from fingerd.testing import BackendContract, World
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -237,9 +237,9 @@ def test_list_users_only_when_enabled(tmp_path: Path) -> None:
     now = int(time.time())
     write_utmp(tmp_path / "utmp", [utmp_entry("nobody", "pts/2", now - 100)])
     table = nobody_table(tmp_path)
-    refused = FingerService(Config("t", {"backend": [table]})).respond(b"\r\n")
+    refused = service_from(Config("t", {"backend": [table]})).respond(b"\r\n")
     assert refused.data == f"{LIST_DENIED}\r\n".encode()
-    listed = FingerService(Config("t", {"server": {"list_users": True},
+    listed = service_from(Config("t", {"server": {"list_users": True},
                                         "backend": [table]})).respond(b"\r\n")
     assert b"\r\nnobody " in listed.data
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_contract import BackendContract, World
 from backend_fixtures import (
     PYTHON,
     REPO,
@@ -29,6 +28,8 @@ from backend_fixtures import (
     write_config,
 )
 from conftest import require
+
+from fingerd.testing import BackendContract, World
 
 README = REPO / "README.md"
 
@@ -159,7 +160,7 @@ def test_broken_plugin_is_a_clear_config_error(site: Path) -> None:
     proc = subprocess.run([PYTHON, "-m", "fingerd", "check", "--config", str(config)],
                           capture_output=True, text=True, env=child_env(plugin_env(site)))
     assert proc.returncode == 1
-    assert "cannot load backend 'broken': ImportError('no luck')" in proc.stderr
+    assert "cannot load backend 'broken': ImportError: no luck" in proc.stderr
     reply = run_handler(config, b"alice\r\n", env=plugin_env(site))
     assert reply.data == b"Finger service unavailable\r\n"
     assert "cannot load backend 'broken'" in reply.log
@@ -171,8 +172,8 @@ def test_builtin_types_never_scan_entry_points() -> None:
     connection): plugins cost only the configs that use them."""
     code = ("import sys\n"
             "from fingerd.config import Config\n"
-            "from fingerd.service import FingerService\n"
-            "FingerService(Config('t', {'backend': [{'type': t} for t in\n"
+            "from fingerd.chain import service_from\n"
+            "service_from(Config('t', {'backend': [{'type': t} for t in\n"
             "    ('static', 'local')] + [{'type': 'file', 'path': '/etc/hostname'},\n"
             "    {'type': 'http', 'url': 'http://127.0.0.1/{user}'}]}))\n"
             "print('importlib.metadata' in sys.modules)\n")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from backend_contract import BackendContract, World
+
+from fingerd.testing import BackendContract, World
 
 
 class TestStaticContract(BackendContract):

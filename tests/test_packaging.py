@@ -17,8 +17,8 @@ import pytest
 from conftest import REPO, require
 
 import fingerd
+from fingerd.chain import build_chain
 from fingerd.config import Config, load
-from fingerd.service import build_backends
 
 SHIPPED_CONFIG = REPO / "debian" / "fingerd.toml"
 SERVICE = REPO / "systemd" / "fingerd@.service"
@@ -52,7 +52,7 @@ def test_shipped_config_documents_every_option(tmp_path: Path) -> None:
     table = tomllib.loads(path.read_text())
     config = Config(str(path), table)
     assert [b.type for b in config.backends] == ["static", "file", "local", "http"]
-    build_backends(config)  # every backend accepts every option shown for it
+    build_chain(config)  # every backend accepts every option shown for it
     missing = {"list_users", "forwarding", "read_timeout", "backend_timeout", "no_such_user",
                "no_information", "conceal_unknown", "max_answer_bytes", "max_connections",
                "max_connections_per_source", "output_charset"} - set(table["server"])

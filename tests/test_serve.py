@@ -234,7 +234,7 @@ def test_serve_takes_sockets_from_systemd(make_config) -> None:
 
 def test_listen_fds_protocol_without_python_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback reader of sd_listen_fds(3): only for our PID, and it unsets the variables."""
-    from fingerd.server import _listen_fds
+    from fingerd.daemon import _listen_fds
 
     monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))
     monkeypatch.setenv("LISTEN_FDS", "2")
@@ -260,7 +260,7 @@ def test_serve_stops_even_when_a_backend_hangs(make_config, serve) -> None:
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=10) == 0
         assert server.proc.stderr is not None
-        assert "exiting with 1 lookup(s) still running" in server.proc.stderr.read().decode()
+        assert "exiting with 1 backend call(s) still running" in server.proc.stderr.read().decode()
     finally:
         silent.close()
 
@@ -373,7 +373,7 @@ def test_serve_user_that_does_not_exist_is_a_usage_error(make_config) -> None:
 
 def test_per_source_cap_counts_an_ipv6_64_as_one_source() -> None:
     """One host has a whole /64 to choose addresses from; IPv4 addresses count one by one."""
-    from fingerd.server import source_key
+    from fingerd.admission import source_key
 
     assert source_key("2001:db8::1") == source_key("2001:db8::ffff:2")
     assert source_key("2001:db8::1") != source_key("2001:db8:0:1::1")

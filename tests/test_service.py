@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fingerd import backends
+from fingerd.chain import service_from
 from fingerd.config import Config, ConfigError, load
-from fingerd.handler import alarm_timer
 from fingerd.protocol import FORWARDING_DENIED, UNAVAILABLE
-from fingerd.service import ANSWERED, DENIED, ERROR, NO_SUCH_USER, FingerService
+from fingerd.runner import alarm_runner
+from fingerd.service import ANSWERED, DENIED, ERROR, NO_SUCH_USER, FingerService, Reply
 
 ECHO = '[[backend]]\ntype = "echo"\n'
 FAILING = '[[backend]]\ntype = "failing"\n'
@@ -25,10 +26,20 @@ def test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(backends.BUILTIN, name, f"chain_backends:{name.title()}")
 
 
+class Timed:
+    """A service whose calls run under the handler's alarm, as in a per-connection handler."""
+
+    def __init__(self, service: FingerService) -> None:
+        self.service = service
+
+    def respond(self, line: bytes) -> Reply:
+        return self.service.respond(line, alarm_runner)
+
+
 @pytest.fixture
 def service(make_config):
-    def make(text: str) -> FingerService:
-        return FingerService(load(str(make_config(text))), alarm_timer)
+    def make(text: str) -> Timed:
+        return Timed(service_from(load(str(make_config(text)))))
     return make
 
 
@@ -86,7 +97,7 @@ def test_an_answer_that_is_not_text_is_a_failure(service, capfd) -> None:
 def test_a_backend_that_cannot_start_is_a_config_error(service) -> None:
     """A constructor that raises is reported like a bad config: file, backend, reason."""
     with pytest.raises(ConfigError, match=r"backend\[1\]\.type: backend 'unstartable' failed to "
-                                          r"start: OSError\('cannot open its database'\)"):
+                                          r"start: OSError: cannot open its database"):
         service('[[backend]]\ntype = "unstartable"\n')
 
 
@@ -100,7 +111,7 @@ def test_backend_options_are_checked_for_typos(service) -> None:
 @given(st.binary(max_size=600))
 def test_any_bytes_get_a_short_clean_answer(line: bytes) -> None:
     """No byte string makes the service raise; every reply is CRLF-terminated clean text."""
-    chain = FingerService(_ECHO_CONFIG)  # the autouse fixture has registered `echo`
+    chain = service_from(_ECHO_CONFIG)  # the autouse fixture has registered `echo`
     reply = chain.respond(line)
     assert reply.data.endswith(b"\r\n")
     assert all(32 <= b < 127 or b in b"\t\r\n" for b in reply.data)

@@ -93,7 +93,9 @@ def parse_status(text: str, where: str = "status file") -> dict[str, str]:
     for the same user make a multi-line answer, in file order. Bad lines are skipped and
     reported in one log line.
     """
-    users: dict[str, str] = {}
+    # Lines gathered per user and joined once: `users[name] += ...` would copy the answer so far
+    # for every line, quadratic in a file that repeats one name.
+    lines: dict[str, list[str]] = {}
     problems = []
     for number, line in enumerate(text.split("\n"), 1):
         content = line.strip()
@@ -105,13 +107,13 @@ def parse_status(text: str, where: str = "status file") -> dict[str, str]:
             problems.append(f"line {number}: no ':'")
         elif not _valid_key(name):
             problems.append(f"line {number}: bad user name {log.printable(name)!r}")
-        elif name in users:
-            users[name] += "\n" + status.strip()
+        elif name in lines:
+            lines[name].append(status.strip())
         else:
-            users[name] = status.strip()
+            lines[name] = [status.strip()]
     if problems:
         _problems(where, problems)
-    return users
+    return {name: "\n".join(texts) for name, texts in lines.items()}
 
 
 class FileBackend(Backend):

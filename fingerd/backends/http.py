@@ -354,13 +354,15 @@ class HttpBackend(Backend):
                     raise TimeoutError
                 sock.settimeout(left)
                 sock.connect(address)
-            except TimeoutError:
-                sock.close()
-                raise
             except OSError as e:
                 sock.close()
+                if isinstance(e, TimeoutError):
+                    raise
                 errors.append(e.strerror or str(e))
                 continue
+            except BaseException:  # interrupted (the handler's alarm): leave nothing open
+                sock.close()
+                raise
             if tls is not None:
                 return _Connection(_wrap_tls(tls, sock, url, deadline), url, deadline)
             return _Connection(sock, url, deadline)

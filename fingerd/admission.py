@@ -1,0 +1,102 @@
+"""Who may hold a connection in ``fingerd serve``, and how much memory answers may hold.
+
+One process serves everybody, so no client may take it all:
+
+- **Per source**: at most ``[server] max_connections_per_source`` connections from one source
+  (an IPv4 address, or an IPv6 /64: one host usually has a whole /64 to pick addresses from).
+- **In all**: at most ``[server] max_connections``. When the table is full, a newcomer from a
+  source that holds no connection displaces the oldest connection that is still waiting for its
+  query line from the source that holds the most (if that source holds at least two): a few
+  addresses with many idle connections cannot keep everybody else out until their read
+  timeouts run out. Otherwise the newcomer is told the server is busy.
+- **Unsent answers**: answers that clients do not read stay in memory until the write timeout.
+  Their unsent bytes are bounded in all (``budget``); an answer that would exceed it is not
+  sent: the client is told the server is busy.
+"""
+
+from __future__ import annotations
+
+import socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    class Holder(Protocol):
+        source: str
+
+UNSENT_BUDGET = 64 * 1024 * 1024  # or 4 x max_answer_bytes, whichever is larger
+
+
+def source_key(address: str) -> str:
+    """What the per-source cap counts: an IPv4 address, or an IPv6 /64."""
+    if ":" not in address:
+        return address
+    try:
+        return socket.inet_pton(socket.AF_INET6, address)[:8].hex() + "::/64"
+    except OSError:
+        return address
+
+
+class Admission:
+    """The connection table's caps (see the module docstring). ``idle(holder)`` tells whether
+    a connection is still waiting for its query, and so may be displaced."""
+
+    def __init__(self, max_connections: int, per_source: int, max_answer_bytes: int,
+                 idle: Callable[[Holder], bool]) -> None:
+        self.max_connections = max_connections
+        self.per_source = per_source
+        self.idle = idle
+        self.admitted = 0
+        # Per source, its connections in order of arrival (dicts keep it).
+        self.by_source: dict[str, dict[int, Holder]] = {}
+        self.budget = max(UNSENT_BUDGET, 4 * max_answer_bytes)
+        self.unsent = 0
+
+    def update(self, max_connections: int, per_source: int, max_answer_bytes: int) -> None:
+        """New limits (a reloaded config); connections already admitted stay."""
+        self.max_connections, self.per_source = max_connections, per_source
+        self.budget = max(UNSENT_BUDGET, 4 * max_answer_bytes)
+
+    def admit(self, holder: Holder) -> tuple[bool, Holder | None]:
+        """Whether ``holder`` gets a slot, and the connection it displaces, if any (that one is
+        released here; the caller tells it the server is busy)."""
+        held = self.by_source.get(holder.source)
+        count = len(held) if held else 0
+        if count >= self.per_source:
+            return False, None
+        victim = None
+        if self.admitted >= self.max_connections:
+            victim = None if count else self._victim()
+            if victim is None:
+                return False, None
+            self.release(victim)
+        if held is None:
+            held = self.by_source[holder.source] = {}
+        held[id(holder)] = holder
+        self.admitted += 1
+        return True, victim
+
+    def _victim(self) -> Holder | None:
+        """The oldest idle connection of the source that holds the most, if it holds two or
+        more. A scan over the sources: only when the table is full."""
+        top = max(self.by_source.values(), key=len, default=None)
+        if top is None or len(top) < 2:
+            return None
+        for holder in top.values():
+            if self.idle(holder):
+                return holder
+        return None
+
+    def release(self, holder: Holder) -> None:
+        held = self.by_source.get(holder.source)
+        if held is None or held.pop(id(holder), None) is None:
+            return
+        self.admitted -= 1
+        if not held:
+            del self.by_source[holder.source]
+
+    def may_hold(self, size: int) -> bool:
+        """Whether ``size`` more unsent bytes fit in the budget."""
+        return self.unsent + size <= self.budget
