@@ -182,12 +182,24 @@ class BackendSpec:
         self.options = options
 
 
+# The tables of the front ends other than finger itself (the web view, the IRC bot, the status
+# service). Each front end reads its own table with its own typed class, which checks it; here
+# they are only set aside, so that the per-connection handler never pays for reading them.
+FRONTEND_TABLES = ("web", "irc", "status")
+
+
 class Config:
-    """The whole file: ``[server]`` and the ordered ``[[backend]]`` chain."""
+    """The whole file: ``[server]``, the ordered ``[[backend]]`` chain, and the front ends'
+    tables (``frontends["web"]`` and so on: an :class:`Options`, empty when not in the file)."""
 
     def __init__(self, path: str, table: Mapping[str, object]) -> None:
         self.path = path
         top = Options(table, path, "")
+        self.frontends: dict[str, Options] = {}
+        for name in FRONTEND_TABLES:
+            value = top._get(name, (dict,), {})
+            assert isinstance(value, dict)
+            self.frontends[name] = Options(value, path, name)
         server = top._get("server", (dict,), {})
         assert isinstance(server, dict)
         self.server = ServerConfig(Options(server, path, "server"))
