@@ -10,8 +10,10 @@ One process serves everybody, so no client may take it all:
   addresses with many idle connections cannot keep everybody else out until their read
   timeouts run out. Otherwise the newcomer is told the server is busy.
 - **Unsent answers**: answers that clients do not read stay in memory until the write timeout.
-  Their unsent bytes are bounded in all (``budget``); an answer that would exceed it is not
-  sent: the client is told the server is busy.
+  Answers of which the kernel's socket buffers did not take everything are bounded in all
+  (their whole size counts) by ``[server] max_unsent_bytes`` (at least one
+  ``max_answer_bytes``); an answer that would exceed it is not sent: the client is told the
+  server is busy.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Protocol
 
+    from fingerd.config import ServerConfig
+
     class Holder(Protocol):
         source: str
-
-UNSENT_BUDGET = 64 * 1024 * 1024  # or 4 x max_answer_bytes, whichever is larger
-
 
 def source_key(address: str) -> str:
     """What the per-source cap counts: an IPv4 address, or an IPv6 /64."""
@@ -43,21 +44,19 @@ class Admission:
     """The connection table's caps (see the module docstring). ``idle(holder)`` tells whether
     a connection is still waiting for its query, and so may be displaced."""
 
-    def __init__(self, max_connections: int, per_source: int, max_answer_bytes: int,
-                 idle: Callable[[Holder], bool]) -> None:
-        self.max_connections = max_connections
-        self.per_source = per_source
+    def __init__(self, limits: ServerConfig, idle: Callable[[Holder], bool]) -> None:
         self.idle = idle
         self.admitted = 0
         # Per source, its connections in order of arrival (dicts keep it).
         self.by_source: dict[str, dict[int, Holder]] = {}
-        self.budget = max(UNSENT_BUDGET, 4 * max_answer_bytes)
         self.unsent = 0
+        self.update(limits)
 
-    def update(self, max_connections: int, per_source: int, max_answer_bytes: int) -> None:
-        """New limits (a reloaded config); connections already admitted stay."""
-        self.max_connections, self.per_source = max_connections, per_source
-        self.budget = max(UNSENT_BUDGET, 4 * max_answer_bytes)
+    def update(self, limits: ServerConfig) -> None:
+        """The limits of ``[server]`` (again after a reload; admitted connections stay)."""
+        self.max_connections = limits.max_connections
+        self.per_source = limits.max_connections_per_source
+        self.budget = max(limits.max_unsent_bytes, limits.max_answer_bytes)
 
     def admit(self, holder: Holder) -> tuple[bool, Holder | None]:
         """Whether ``holder`` gets a slot, and the connection it displaces, if any (that one is

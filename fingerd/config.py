@@ -166,6 +166,9 @@ class ServerConfig:
         self.max_connections = options.integer("max_connections", 256, minimum=1)
         self.max_connections_per_source = options.integer("max_connections_per_source", 16,
                                                           minimum=1)
+        # `fingerd serve` only: answers not yet taken by slow readers, in all.
+        self.max_unsent_bytes = options.integer("max_unsent_bytes", 64 * 1024 * 1024,
+                                                minimum=1024 * 1024)
         charset = options.string("output_charset", "ascii")
         if charset not in ("ascii", "utf-8"):
             raise options.error("output_charset", f'must be "ascii" or "utf-8", got {charset!r}')

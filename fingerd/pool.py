@@ -12,8 +12,9 @@ to the loop. Three rules keep one slow upstream or one greedy client from stalli
   (counted from submission, so waiting counts) and answers without it. A thread cannot be
   stopped, so the abandoned call keeps its thread until it returns, and keeps counting
   against its source's share; its result is dropped.
-- **Bounded threads.** At most ``workers`` calls run that have not been abandoned; threads stuck
-  in abandoned calls are replaced, up to ``max_threads`` threads in all.
+- **Bounded threads.** At most ``workers`` calls run that have not been abandoned, except that a
+  source with nothing on the threads may always start one; threads stuck in abandoned calls
+  are replaced. Never more than ``max_threads`` threads in all.
 
 The loop owns all the bookkeeping; threads only run calls and hand the finished job back
 through a queue, then call ``wake`` (an eventfd write, or ``call_soon_threadsafe``), and the
@@ -32,9 +33,9 @@ if TYPE_CHECKING:
 
     from fingerd.service import Call
 
-WORKERS = 16
+WORKERS = 32
 PER_SOURCE = 4
-MAX_THREADS = 64
+MAX_THREADS = 128
 
 
 class Job:
@@ -118,11 +119,13 @@ class Pool:
         self.waiting.clear()
 
     def _dispatch(self) -> None:
-        while self.waiting and self.live < self.workers:
+        while self.waiting:
             if not self.idle and self.threads >= self.max_threads:
                 return
+            full = self.live >= self.workers
             for source in self.waiting:
-                if self.on_threads.get(source, 0) < self.per_source:
+                running = self.on_threads.get(source, 0)
+                if running < self.per_source and not (full and running):
                     break
             else:
                 return  # every waiting source has its share on threads already

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import select
 import signal
 import socket
 import sys
+import termios
 import time
 from functools import partial
 
@@ -55,6 +57,8 @@ ACCEPT_BATCH = 64  # connections accepted per wake-up and listener, so that none
 READING, ASKING, WRITING, LINGERING, CLOSED = range(5)
 
 _DONTWAIT = socket.MSG_DONTWAIT
+_TIOCOUTQ = termios.TIOCOUTQ  # SIOCOUTQ: bytes in the send queue not yet acknowledged
+_INT = b"\0\0\0\0"
 _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 
 
@@ -77,7 +81,7 @@ class Connection:
         self.lookup: Lookup | None = None
         self.call: Call | None = None  # the blocking call on the pool
         self.job: Job | None = None
-        self.out = b""  # the rest of the answer, still to send
+        self.out: bytes | memoryview = b""  # the rest of the answer, still to send
         self.held = 0  # of it, what counts against the unsent budget
         self.writes = 0
 
@@ -93,9 +97,7 @@ class Server:
     def __init__(self, config_path: str | None, service: FingerService) -> None:
         self.config_path = config_path
         self.service = service
-        server = service.server
-        self.admission = Admission(server.max_connections, server.max_connections_per_source,
-                                   server.max_answer_bytes, _idle)  # type: ignore[arg-type]
+        self.admission = Admission(service.server, _idle)  # type: ignore[arg-type]
         self.connections: dict[int, Connection] = {}  # by fd: everything open, refusals too
         self.accept_paused = False  # out of file descriptors: listeners off until the sweep
         self.epoll = select.epoll()
@@ -123,9 +125,7 @@ class Server:
             log.error(f"reload failed, keeping the running configuration: {e}")
             return
         self.service = service
-        server = service.server
-        self.admission.update(server.max_connections, server.max_connections_per_source,
-                              server.max_answer_bytes)
+        self.admission.update(service.server)
         log.send(f"configuration reloaded from {service.path}")
 
     # -- accepting ----------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class Server:
             if conn.registered != _EPOLLIN:  # input that comes meanwhile is read and discarded
                 self.watch(conn, _EPOLLIN)
             return
-        conn.call = conn.job = None
+        conn.call = conn.job = conn.lookup = None
         conn.session.answer(lookup.reply_or_error(), time.monotonic())
         self.send(conn)
 
@@ -270,6 +270,7 @@ class Server:
             self.close(conn)
             return
         if len(data) > DRAIN_BYTES and not self.admission.may_hold(len(data)):
+            # (the whole answer counts while any of it waits: the rest is a view of it)
             log.warning(f"{len(data)} bytes to send and {self.admission.unsent} unsent already:"
                         f" over the budget of {self.admission.budget}, answering busy")
             session.busy(time.monotonic())
@@ -283,8 +284,8 @@ class Server:
             return
         conn.writes = 1
         if sent < len(data):
-            conn.out = data[sent:]
-            conn.held = len(conn.out)
+            conn.out = memoryview(data)[sent:]  # slices of it copy nothing
+            conn.held = len(data)
             self.admission.unsent += conn.held
             conn.state = WRITING
             self.watch(conn, _EPOLLOUT | (_EPOLLIN if not session.input_closed else 0))
@@ -305,20 +306,12 @@ class Server:
             self.sent(conn)
 
     def sent(self, conn: Connection) -> None:
-        """All of the answer is out: linger, or close."""
-        session = conn.session
-        if not session.input_closed:
-            # Input that came while we answered is still unread; it decides about lingering.
-            try:
-                data = conn.sock.recv(DRAIN_BYTES, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                self.close(conn)
-                return
-            else:
-                session.received_more(data)
-        if not session.sent(time.monotonic(), conn.writes):
+        """All of the answer is written: linger, or close."""
+        try:  # what the client has not acknowledged yet (on loopback, nothing by now)
+            in_flight = conn.writes > 1 or fcntl.ioctl(conn.sock.fileno(), _TIOCOUTQ, _INT) != _INT
+        except OSError:
+            in_flight = True
+        if not conn.session.sent(time.monotonic(), bool(in_flight)):
             self.close(conn)
             return
         try:

@@ -11,12 +11,14 @@ its event loop, and both therefore frame, refuse, drain and log alike, by constr
   ``[server] read_timeout`` (``Timed out waiting for the finger query``), a connection over the
   server's caps (``Finger service busy, try again later``), a client gone before it asked
   (nothing sent);
-- **lingering**: closing a TCP socket with unread input makes the kernel send a reset, which
-  destroys whatever of the answer the client has not yet received. So any input after the
-  query line, whenever it arrives before the answer is out, is read and discarded, and then
-  the front end half-closes and discards what still comes (at most ``DRAIN_SECONDS`` and
-  ``DRAIN_BYTES``) before it closes. An answer that needed more than one write lingers too:
-  the client may still send something while the rest of it is on its way;
+- **lingering**: a TCP socket closed with unread input, or receiving input after it was
+  closed, makes the kernel send a reset, which destroys whatever of the answer the client has
+  not yet received (and makes the client see an error instead of the end of the answer). So
+  once the answer is written, unless the client has closed its side already, the front end
+  half-closes and discards what still comes (at most ``DRAIN_SECONDS`` and ``DRAIN_BYTES``)
+  before it closes: whenever input came after the query line, and whenever some of the answer
+  may still be on its way. Only a front end that can tell that the client has acknowledged
+  every byte (``fingerd serve`` asks the kernel) closes at once;
 - **the record**: one journal record per connection, with one of the outcome names of
   fingerd/service.py.
 """
@@ -121,10 +123,11 @@ class Session:
         self.linger = True
         return self.extra <= DRAIN_BYTES
 
-    def sent(self, now: float, writes: int = 1) -> bool:
-        """The answer is out (in ``writes`` writes). True: linger until ``deadline`` (half-close,
-        discard input until end of input); False: close now."""
-        if writes > 1:
+    def sent(self, now: float, in_flight: bool = True) -> bool:
+        """The answer is written. ``in_flight``: some of it may not have reached the client
+        yet. True: linger until ``deadline`` (half-close, discard input until end of input);
+        False: close now."""
+        if in_flight:
             self.linger = True
         if self.input_closed or self.extra > DRAIN_BYTES:
             return False

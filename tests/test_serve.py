@@ -36,6 +36,57 @@ def test_serve_answers_the_same_bytes_as_the_handler_for_50_concurrent_clients(
         assert answer == expected[query], query
 
 
+def refusal_bytes(port: int, how: str) -> bytes:
+    """What a client gets when it is silent, or sends an over-long line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        if how == "too long":
+            s.sendall(b"x" * 600 + b"\r\n")
+        return recv_all(s)
+
+
+def test_serve_refuses_with_the_same_bytes_as_the_handler(make_config, inetd, serve) -> None:
+    """The refusals come from the one session both front ends drive: a silent client and an
+    over-long line get identical bytes from the handler (under systemd-socket-activate) and
+    from serve; so does "busy", which only serve says (its caps), as the session renders it."""
+    config = make_config("[server]\nread_timeout = 1\nmax_connections_per_source = 1\n"
+                         + STATIC)
+    handler_port, server = inetd(config), serve(config)
+    for how in ("silent", "too long"):
+        expected = TIMED_OUT if how == "silent" else QUERY_TOO_LONG
+        assert refusal_bytes(handler_port, how) == expected.encode() + b"\r\n", how
+        assert refusal_bytes(server.port, how) == expected.encode() + b"\r\n", how
+    from fingerd.session import Session
+
+    session = Session(0.0, 1.0)
+    session.busy(0.0)
+    assert session.reply is not None
+    server = serve(make_config("[server]\nmax_connections_per_source = 1\n" + STATIC))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+        ask_until(server.port, session.reply.data)
+        held.sendall(b"moshez\r\n")
+        assert recv_all(held) == b"Happy and well\r\n"
+
+
+def threads_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("Threads:")))
+
+
+def test_a_static_lookup_in_serve_starts_no_thread(make_config, serve) -> None:
+    """The fast path stays fast: a backend that declares blocking = False (static) is answered
+    on the event loop itself, so 200 queries leave serve with its one thread. A blocking
+    backend behind it (a status file) does get the worker pool, for the users it is asked
+    about."""
+    status = make_config("alice: from the file\n")  # any readable file in the public dir
+    server = serve(make_config(STATIC + f'[[backend]]\ntype = "file"\npath = "{status}"\n'))
+    for _ in range(200):
+        assert ask(server.port, b"moshez\r\n") == b"Happy and well\r\n"
+    assert threads_of(server.proc.pid) == 1
+    assert ask(server.port, b"alice\r\n") == b"from the file\r\n"
+    assert threads_of(server.proc.pid) > 1
+
+
 def test_serve_listens_on_ipv6(make_config, serve) -> None:
     """--listen [::1]:PORT works."""
     server = serve(make_config(STATIC), host="::1")
