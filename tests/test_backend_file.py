@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +12,11 @@ from pathlib import Path
 import pytest
 from backend_contract import BackendContract, World
 from backend_fixtures import (
-    PYTHON,
-    REPO,
     fingerd_serve,
     make_backend,
     public_dir,
     run_handler,
+    run_installed,
     run_query,
     unprivileged_prefix,
     within,
@@ -508,6 +506,7 @@ def test_import_cost_is_small(tmp_path: Path) -> None:
             f"b = FileBackend(Options({{'path': {str(status)!r}}}, 'x', 'b'))\n"
             "assert b.lookup(Query('alice')) == 'here'\n"
             "print(' '.join(sorted(set(sys.modules) - before)))\n")
-    new = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(REPO)}).stdout.split()
+    proc = run_installed(code)  # the .deb's files on /usr/bin/python3 -I, never the venv
+    assert proc.returncode == 0, proc.stderr
+    new = proc.stdout.split()
     assert [m for m in new if not m.startswith("fingerd.")] == [], new
