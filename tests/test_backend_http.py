@@ -361,10 +361,12 @@ def test_redirect_to_other_schemes_is_refused(server: StatusServer, user: str,
 # -- bounds: time and size ------------------------------------------------------------------------
 
 def test_slow_server_times_out(server: StatusServer) -> None:
-    """A server that does not answer: a failure after ``timeout``, not a hang."""
+    """A server that does not answer: a failure after ``timeout``, not a hang, that names
+    the URL and the backend's own timeout."""
     backend = backend_for(server, timeout=0.5)
     started = time.monotonic()
-    assert "no answer within 0.5 s" in failure(backend, "slow")
+    message = failure(backend, "slow")
+    assert f"TimeoutError: {server.url('/status/slow')}: no answer within 0.5 s" == message
     assert 0.4 < time.monotonic() - started < 1.5
 
 
