@@ -2,13 +2,14 @@
 
 Hand-written, over the interpreter's built-in ``_socket``, because the per-connection handler
 (one Python process per finger query) pays for every module it imports, and the standard
-library's clients cost 100 times more than this whole module. ``/usr/bin/python3 -I -X
-importtime``, median of 15 runs (``bench/importcost.py``; README.md, the `http` backend):
-``urllib.request`` 63.6 ms, ``http.client`` 48.0 ms, ``socket`` 14.4 ms, ``_socket`` 0.3 ms
-(built in); this module and the backend together 0.5 ms. ``ssl`` (25.9 ms) is imported only
-for an https URL. A host name is handed to the resolver and to TLS as ASCII bytes: as a ``str``
-CPython would encode it with the ``idna`` codec, which imports ``re`` and ``unicodedata``
-(13.7 ms) on every lookup.
+library's clients cost 35 to 50 times what this module and the backend cost together.
+``/usr/bin/python3 bench/importcost.py --runs 31 --realtime`` (``-I -X importtime``, minimum
+of 31 runs; README.md, the `http` backend): ``urllib.request`` 51 ms, ``http.client`` 35 ms,
+``socket`` 7.3 ms, ``_socket`` 0.2 ms (built in); the backend, this module and one http://
+lookup 1.0 ms. ``ssl`` (17 ms) is imported only for an https URL (fingerd/_tls.py). A host
+name goes to the resolver and to TLS as ASCII bytes: as a ``str`` CPython encodes it with the
+``idna`` codec, which imports ``re``, ``enum``, ``unicodedata`` and more (7.9 ms), on every
+lookup.
 
 The contract, whatever the server sends (tests/test_httpclient.py fuzzes it against a hostile
 server on loopback):
@@ -30,8 +31,7 @@ server on loopback):
 
 About 500 lines, one file on purpose: the URL, the reader and the resolver are only ever used
 together, and each further module on the http:// path would cost every connection ~0.15 ms
-(an empty module, ``-X importtime``, median of 21 runs). TLS, which only https needs, is in
-fingerd/_tls.py.
+(an empty module, ``-X importtime``, median of 21 runs).
 """
 
 from __future__ import annotations
