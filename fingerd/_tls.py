@@ -9,6 +9,7 @@ bundle (27 ms).
 from __future__ import annotations
 
 import ssl
+import time
 
 from fingerd.httpclient import URL, HttpError
 
@@ -38,14 +39,18 @@ def client_context(verify: bool, ca_file: str) -> ssl.SSLContext:
 
 
 def wrap(context: ssl.SSLContext, sock: _socket.socket, url: URL,
-         timeout: float) -> ssl.SSLSocket:
-    """TLS over a connected socket; the handshake (certificate and name check) happens here.
+         deadline: float) -> ssl.SSLSocket:
+    """TLS over a connected socket, by ``deadline``; the handshake (certificate and name
+    check) happens here. The socket is closed if it fails.
 
     The host name goes as ASCII bytes: ``ssl`` encodes a ``str`` with the ``idna`` codec,
     which imports ``re``.
     """
     try:
-        sock.settimeout(max(0.001, timeout))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{url.for_log()}: deadline passed")
+        sock.settimeout(left)
         return context.wrap_socket(sock, server_hostname=url.host.encode("ascii"))  # type: ignore[arg-type]
     except ssl.SSLCertVerificationError as e:
         sock.close()

@@ -452,7 +452,7 @@ def _connect(url: URL, deadline: float, tls: TLS,
             return _Connection(sock, url, deadline)
         from fingerd._tls import wrap
 
-        return _Connection(wrap(context, sock, url, _left(deadline, url)), url, deadline)
+        return _Connection(wrap(context, sock, url, deadline), url, deadline)
     raise HttpError(f"{url.for_log()}: cannot connect: "
                     f"{'; '.join(dict.fromkeys(errors)) or 'no address'}")
 
