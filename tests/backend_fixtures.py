@@ -8,18 +8,21 @@ helper starts the real program or server and talks to it over a real socket.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import http.server
 import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,9 @@ from fingerd.testing import make_backend  # noqa: F401 (for the backend tests)
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# The product's interpreter, by path: `python3` on PATH may be a pyenv shim, and the test
+# venv's interpreter imports `re` at start-up (its editable install's .pth).
+SYSTEM_PYTHON = "/usr/bin/python3"
 NOBODY_UID = 65534
 
 # What a child fingerd sees: the repository on its path, no journal, no config from outside.
@@ -380,3 +386,131 @@ class TestCA:
 
 def _openssl(*args: object) -> None:
     subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+# -- hostile servers ------------------------------------------------------------------------------
+
+Step = tuple[str, object]  # ("read", None) | ("send", bytes) | ("sleep", s) | ("reset", None)
+
+
+class RawServer:
+    """A raw TCP server on 127.0.0.1, port 0, that plays ``script`` to every connection,
+    whatever was asked: for what no real HTTP server would send. Steps: ``("read", None)``
+    reads the request (up to its blank line, bounded); ``("send", data)`` sends bytes, where
+    ``@SELF@`` becomes this server's ``127.0.0.1:port``; ``("sleep", seconds)`` waits;
+    ``("reset", None)`` closes with an RST. After the last step the connection is closed.
+    A client that hangs up ends the script early, silently."""
+
+    def __init__(self, script: Sequence[Step] = ()) -> None:
+        self.script = list(script)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = int(self.listener.getsockname()[1])
+        self.connections = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> RawServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.05)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._play, args=(conn, list(self.script)),
+                             daemon=True).start()
+
+    def _play(self, conn: socket.socket, script: list[Step]) -> None:
+        me = f"127.0.0.1:{self.port}".encode()
+        with conn:
+            conn.settimeout(2)
+            try:
+                for kind, arg in script:
+                    if kind == "read":
+                        request = b""
+                        while b"\r\n\r\n" not in request and len(request) < 65536:
+                            data = conn.recv(65536)
+                            if not data:
+                                break
+                            request += data
+                    elif kind == "send":
+                        assert isinstance(arg, bytes)
+                        conn.sendall(arg.replace(b"@SELF@", me))
+                    elif kind == "sleep":
+                        assert isinstance(arg, (int, float))
+                        if self.stopping.wait(arg):
+                            return
+                    elif kind == "reset":
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                        return
+                    else:
+                        raise AssertionError(f"unknown step {kind!r}")
+            except OSError:
+                pass  # the client hung up or reset: what clients may do
+
+
+# -- fingerd as installed, on Debian's interpreter ------------------------------------------------
+
+@functools.cache
+def installed_site() -> Path:
+    """fingerd as the .deb holds it: this checkout's wheel, built with Debian's python3-build
+    and installed with python3-installer as pybuild does, byte-compiled as py3compile does.
+    Returns the directory that holds the installed ``fingerd`` package. Built once per test
+    session, removed at exit."""
+    for module, package in (("build", "python3-build"), ("installer", "python3-installer")):
+        found = subprocess.run([SYSTEM_PYTHON, "-I", "-c", f"import {module}"],
+                               capture_output=True, timeout=60).returncode == 0
+        require(found, f"needs Debian's {package} to install fingerd as the .deb does")
+    root = Path(tempfile.mkdtemp(prefix="fingerd-installed-"))
+    atexit.register(shutil.rmtree, root, True)
+    src = root / "src"
+    shutil.copytree(REPO / "fingerd", src / "fingerd",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": str(root)}
+
+    def python(*args: str) -> None:
+        proc = subprocess.run([SYSTEM_PYTHON, *args], capture_output=True, text=True, env=env,
+                              cwd=root, timeout=300)
+        assert proc.returncode == 0, f"python3 {' '.join(args[:2])}: {proc.stdout}{proc.stderr}"
+
+    python("-m", "build", "--skip-dependency-check", "--no-isolation", "--wheel", "--outdir",
+           str(root / "wheel"), str(src))
+    [wheel] = (root / "wheel").glob("fingerd-*.whl")
+    python("-m", "installer", "--destdir", str(root / "dest"), str(wheel))
+    [package] = (root / "dest").glob("**/fingerd/__init__.py")
+    python("-m", "compileall", "-q", str(package.parent))
+    return package.parent.parent
+
+
+def run_installed(code: str, *args: str, env: dict[str, str] | None = None,
+                  flags: Sequence[str] = (), stdin: int | None = None,
+                  stdout: int | None = None, timeout: float = 60
+                  ) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as fingerd runs on a host: ``/usr/bin/python3 -I`` (isolated: no PYTHON*
+    variables, no user site, no venv), with the installed package (:func:`installed_site`)
+    first on ``sys.path``, as /usr/lib/python3/dist-packages is for the .deb. ``flags`` go
+    to the interpreter (``-X importtime``: ``-I`` ignores PYTHON* variables)."""
+    site = installed_site()
+    prelude = f"import sys; sys.path.insert(0, {str(site)!r})\n"
+    return subprocess.run([SYSTEM_PYTHON, "-I", *flags, "-c", prelude + code, *args], text=True,
+                          stdin=stdin, stdout=stdout if stdout is not None else subprocess.PIPE,
+                          stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C",
+                                                       **(env or {})},
+                          timeout=timeout, cwd="/")

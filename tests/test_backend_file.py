@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from backend_fixtures import (
-    PYTHON,
-    REPO,
     fingerd_serve,
     make_backend,
     public_dir,
     run_handler,
+    run_installed,
     run_query,
     unprivileged_prefix,
     within,
@@ -509,6 +507,7 @@ def test_import_cost_is_small(tmp_path: Path) -> None:
             f"b = FileBackend(Options({{'path': {str(status)!r}}}, 'x', 'b'))\n"
             "assert b.lookup(Query('alice')) == 'here'\n"
             "print(' '.join(sorted(set(sys.modules) - before)))\n")
-    new = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(REPO)}).stdout.split()
+    proc = run_installed(code)  # the .deb's files on /usr/bin/python3 -I, never the venv
+    assert proc.returncode == 0, proc.stderr
+    new = proc.stdout.split()
     assert [m for m in new if not m.startswith("fingerd.")] == [], new

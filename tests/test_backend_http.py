@@ -6,7 +6,9 @@ machine."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import socket
 import subprocess
 import textwrap
 import time
@@ -17,6 +19,7 @@ import pytest
 from backend_fixtures import (
     PYTHON,
     REPO,
+    RawServer,
     StatusHandler,
     StatusServer,
     TestCA,
@@ -25,7 +28,9 @@ from backend_fixtures import (
     make_backend,
     needs_root,
     public_dir,
+    recv_all,
     run_handler,
+    run_installed,
     write_config,
 )
 
@@ -228,6 +233,25 @@ def test_unusable_answers_are_failures(server: StatusServer, user: str, reason: 
     assert server.url(f"/status/{user}") in message
 
 
+GZIP_CHUNKED = [("read", None), ("send", b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                  b"Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+                  + b"%x\r\n%s\r\n0\r\n\r\n" % (len(gzip.compress(b"Alice is in")),
+                                               gzip.compress(b"Alice is in")))]
+
+
+def test_transfer_codings_before_chunked_fail() -> None:
+    """``Transfer-Encoding: gzip, chunked`` (a real gzip stream in chunks, from a hostile
+    server on loopback) fails the lookup: the compressed bytes never reach the client as
+    text (issue 15). The chain logs the reason and the next backend answers."""
+    with RawServer(GZIP_CHUNKED) as hostile:
+        backend = make_backend({"type": "http", "url": hostile.url("/status/{user}")})
+        assert "Transfer-Encoding 'gzip, chunked' not supported" in failure(backend, "alice")
+        service = service_from(Config("t", {"backend": [
+            {"type": "http", "url": hostile.url("/status/{user}")},
+            {"type": "static", "users": {"alice": "from static"}}]}))
+        assert service.respond(b"alice\r\n").data == b"from static\r\n"
+
+
 def test_404_is_unknown_and_the_chain_goes_on(server: StatusServer) -> None:
     """HTTP 404: the service does not know the user; the next backend answers."""
     service = service_from(Config("t", {"backend": [
@@ -337,10 +361,12 @@ def test_redirect_to_other_schemes_is_refused(server: StatusServer, user: str,
 # -- bounds: time and size ------------------------------------------------------------------------
 
 def test_slow_server_times_out(server: StatusServer) -> None:
-    """A server that does not answer: a failure after ``timeout``, not a hang."""
+    """A server that does not answer: a failure after ``timeout``, not a hang, that names
+    the URL and the backend's own timeout."""
     backend = backend_for(server, timeout=0.5)
     started = time.monotonic()
-    assert "no answer within 0.5 s" in failure(backend, "slow")
+    message = failure(backend, "slow")
+    assert f"TimeoutError: {server.url('/status/slow')}: no answer within 0.5 s" == message
     assert 0.4 < time.monotonic() - started < 1.5
 
 
@@ -551,7 +577,11 @@ def test_silent_resolver_does_not_outlast_the_timeout(
     assert float(result["seconds"]) < 4  # 1 s, plus starting Python
 
 
-# -- the per-connection cost ----------------------------------------------------------------------
+# -- the per-connection cost, measured on the product as installed --------------------------------
+#
+# Debian's /usr/bin/python3 -I with the installed wheel first on sys.path (backend_fixtures:
+# installed_site, run_installed): never the test venv, whose editable install's .pth imports `re`
+# at start-up and so hid `re` coming back with every lookup.
 
 IMPORT_PROBE = textwrap.dedent("""
     import sys, fingerd.handler
@@ -560,41 +590,109 @@ IMPORT_PROBE = textwrap.dedent("""
     from fingerd.config import Options
     from fingerd.protocol import Query
     table = {"url": sys.argv[1] + "/status/{user}"}
-    if len(sys.argv) > 2:
+    if sys.argv[2]:
         table["ca_file"] = sys.argv[2]
-    user = sys.argv[3] if len(sys.argv) > 3 else "alice"
-    HttpBackend(Options(table, "x", "b")).lookup(Query(user))
+    answer = HttpBackend(Options(table, "x", "b")).lookup(Query(sys.argv[3]))
+    assert answer is not None, answer
     print(" ".join(sorted(set(sys.modules) - before)))
 """)
-HEAVY = {"http", "http.client", "urllib", "urllib.request", "urllib.parse", "email",
-         "email.parser", "re", "logging", "subprocess", "socket", "ssl", "json", "selectors"}
+CLOSURE_PROBE = textwrap.dedent("""
+    import sys, fingerd.handler
+    before = set(sys.modules)
+    exec(sys.argv[1])
+    print(" ".join(sorted(set(sys.modules) - before)))
+""")
+# Never on the http:// path: each costs milliseconds on every connection (README, `http`).
+HEAVY = {"re", "encodings.idna", "unicodedata", "stringprep", "enum", "functools", "http",
+         "http.client", "urllib", "urllib.request", "urllib.parse", "email", "socket",
+         "selectors", "logging", "subprocess", "ssl", "json"}
+# Never on any path: an HTTP library, logging, or IDNA for an ASCII host name.
+NEVER = {"encodings.idna", "http.client", "urllib", "urllib.request", "logging", "email"}
 
 
-def new_modules(*args: str) -> set[str]:
-    proc = subprocess.run([PYTHON, "-c", IMPORT_PROBE, *args], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO)}, timeout=30)
+def lookup_imports(url: str, user: str = "alice", ca_file: str = "") -> set[str]:
+    """The modules an http backend and one lookup import after the handler's own."""
+    proc = run_installed(IMPORT_PROBE, url, ca_file, user)
     assert proc.returncode == 0, proc.stderr
     return set(proc.stdout.split())
 
 
-def test_http_lookup_imports_nothing_heavy(server: StatusServer) -> None:
-    """An http:// text/plain lookup imports none of http.client, urllib, ssl, json, socket,
-    re, logging: the handler pays for every import on every connection."""
-    assert new_modules(server.url("")) & HEAVY == set()
+def closure(code: str) -> set[str]:
+    """The modules ``code`` imports after the handler's own (what a module needs)."""
+    proc = run_installed(CLOSURE_PROBE, code)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+def not_ours(modules: set[str]) -> set[str]:
+    return {m for m in modules if m != "fingerd" and not m.startswith("fingerd.")}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_http_lookup_imports_nothing_heavy(server: StatusServer, host: str) -> None:
+    """An http:// text/plain lookup, by address or by host name, imports only fingerd's
+    backend and client and the built-in _socket: no re, encodings.idna (a str host name
+    makes CPython's resolver import it, and re with it), enum, socket, http.client, urllib,
+    logging, ssl or json."""
+    new = lookup_imports(server.url("", host=host))
+    assert new & HEAVY == set(), sorted(new & HEAVY)
+    assert not_ours(new) <= {"_socket"}, sorted(new)
+    assert {"fingerd.backends.http", "fingerd.httpclient"} <= new
 
 
 def test_json_lookup_imports_only_json(server: StatusServer) -> None:
-    """A JSON body costs the json module, and nothing else heavy."""
-    assert new_modules(server.url(""), "", "bob") & HEAVY == {"json"}
+    """A JSON body costs the json module and what it needs (json.decoder imports re), and
+    nothing else heavy: no IDNA, no HTTP library, no ssl."""
+    new = lookup_imports(server.url(""), "bob")
+    assert "json" in new
+    assert new & NEVER == set() and "ssl" not in new, sorted(new & (NEVER | {"ssl"}))
+    needed = closure("import json; b'{}'.decode('utf-8-sig')") | {"_socket"}
+    assert not_ours(new) <= needed, sorted(not_ours(new) - needed)
 
 
 def test_https_lookup_imports_ssl_but_no_http_library(tls_server: StatusServer,
                                                       ca: TestCA) -> None:
-    """An https:// lookup costs the ssl module (and the socket module it imports), but no
-    HTTP library."""
-    heavy = new_modules(tls_server.url(""), str(ca.ca_cert)) & HEAVY
-    assert "ssl" in heavy
-    assert heavy <= {"ssl", "socket", "selectors"}
+    """An https:// lookup costs the ssl module and what ssl itself imports (socket,
+    selectors, enum, re, base64, ...: README.md lists them) and fingerd/_tls.py, but no
+    IDNA codec (the host name goes to TLS as ASCII bytes) and no HTTP library."""
+    for host in ("127.0.0.1", "localhost"):
+        new = lookup_imports(tls_server.url("", host=host), ca_file=str(ca.ca_cert))
+        assert {"ssl", "fingerd._tls"} <= new
+        assert new & NEVER == set() and "json" not in new, sorted(new & (NEVER | {"json"}))
+        needed = closure("import ssl") | {"_socket"}
+        assert not_ours(new) <= needed, sorted(not_ours(new) - needed)
+
+
+HANDLER = "from fingerd.cli import run\nrun()\n"  # bin/fingerd, the installed launcher
+
+
+def test_handler_answers_from_http_without_heavy_imports(server: StatusServer) -> None:
+    """The per-connection path as fingerd@.service runs it: the installed package on Debian's
+    `python3 -I` (bin/fingerd's code), a socket on stdin and stdout, the config from the
+    cache directory (the second run: the first parses the TOML and fills the cache). The
+    client gets the answer from the web service, and nothing heavy was imported on the way
+    (`-X importtime` lists every import)."""
+    with public_dir() as directory:
+        config = write_config(directory / "fingerd.toml", [
+            {"type": "http", "url": server.url("/status/{user}", host="localhost")}])
+        cache = directory / "cache"
+        cache.mkdir()
+        for _ in range(2):
+            ours, theirs = socket.socketpair()
+            with ours, theirs:
+                ours.sendall(b"alice\r\n")
+                proc = run_installed(HANDLER, "--config", str(config),
+                                     env={"CACHE_DIRECTORY": str(cache)},
+                                     flags=["-X", "importtime"],
+                                     stdin=theirs.fileno(), stdout=theirs.fileno())
+                theirs.close()
+                reply = recv_all(ours, 65536, 10)
+            assert proc.returncode == 0, proc.stderr
+            assert reply == b"Alice is in\r\n", proc.stderr
+    modules = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+               if line.startswith("import time:") and "self [us]" not in line}
+    assert {"fingerd.handler", "fingerd.httpclient"} <= modules
+    assert modules & HEAVY == set(), sorted(modules & HEAVY)
 
 
 def test_module_is_not_shadowing_the_standard_library() -> None:

@@ -27,7 +27,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_fixtures import PYTHON, REPO, child_env, make_backend, needs_root, public_dir
+from backend_fixtures import (
+    PYTHON,
+    child_env,
+    make_backend,
+    needs_root,
+    public_dir,
+    run_installed,
+)
 from conftest import require
 
 from fingerd.backends.local import login_defs_range, valid_name
@@ -312,8 +319,9 @@ def test_import_cost_is_small() -> None:
             "b = LocalBackend(Options({'uid_min': 0, 'uid_max': 65534}, 'x', 'b'))\n"
             "b.lookup(Query('root', True)); b.lookup(Query('root')); b.list_users(Query(''))\n"
             "print(' '.join(sorted(set(sys.modules) - before)))\n")
-    new = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(REPO)}).stdout.split()
+    proc = run_installed(code)  # the .deb's files on /usr/bin/python3 -I, never the venv
+    assert proc.returncode == 0, proc.stderr
+    new = proc.stdout.split()
     assert {m for m in new if not m.startswith("fingerd.")} <= {"_struct", "struct", "pwd"}, new
 
 
