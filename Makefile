@@ -10,10 +10,11 @@ VPY := $(VENV)/bin/python
 ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 # Debian packages the tests use: the real finger client, systemd-socket-activate, unshare/ip
-# for a private network namespace, python3-systemd for journal records, and the tools that
-# build and boot the packaging test's container.
+# for a private network namespace, python3-systemd for journal records, faketime to run finger
+# at a fixed time (tests/capture_finger.py), and the tools that build and boot the packaging
+# test's container.
 APT_PACKAGES := python3 python3-venv python3-wheel python3-systemd finger systemd iproute2 util-linux \
-	openssl ca-certificates
+	openssl ca-certificates faketime
 
 .PHONY: all run check test lint deps apt-deps clean
 

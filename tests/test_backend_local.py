@@ -16,8 +16,6 @@ per-connection handler under ``systemd-socket-activate --inetd``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import pwd
 import shutil
@@ -28,8 +26,24 @@ from pathlib import Path
 
 import pytest
 from backend_contract import BackendContract, World
-from backend_fixtures import PYTHON, REPO, child_env, make_backend, needs_root, public_dir
+from backend_fixtures import (
+    PYTHON,
+    REPO,
+    child_env,
+    make_backend,
+    needs_root,
+    public_dir,
+    write_config,
+)
 from conftest import require
+from login_records import (
+    DEAD_PROCESS,
+    LOGIN_PROCESS,
+    utmp_entry,
+    write_lastlog,
+    write_utmp,
+    write_wtmp,
+)
 
 from fingerd.backends.local import login_defs_range, valid_name
 from fingerd.config import Config
@@ -37,82 +51,6 @@ from fingerd.protocol import LIST_DENIED, Query
 from fingerd.service import FingerService
 
 NOBODY = pwd.getpwnam("nobody")
-
-# -- glibc's own structures, to write records the way login(1) and sshd do ------------------------
-
-libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
-class ExitStatus(ctypes.Structure):
-    _fields_ = [("e_termination", ctypes.c_short), ("e_exit", ctypes.c_short)]
-
-
-class TimeVal32(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_int32), ("tv_usec", ctypes.c_int32)]
-
-
-class Utmp(ctypes.Structure):
-    """struct utmp, <bits/utmp.h> (Linux, 64-bit with 32-bit time compatibility)."""
-
-    _fields_ = [("ut_type", ctypes.c_short), ("ut_pid", ctypes.c_int),
-                ("ut_line", ctypes.c_char * 32), ("ut_id", ctypes.c_char * 4),
-                ("ut_user", ctypes.c_char * 32), ("ut_host", ctypes.c_char * 256),
-                ("ut_exit", ExitStatus), ("ut_session", ctypes.c_int32),
-                ("ut_tv", TimeVal32), ("ut_addr_v6", ctypes.c_int32 * 4),
-                ("unused", ctypes.c_char * 20)]
-
-
-class LastLog(ctypes.Structure):
-    """struct lastlog, <bits/utmp.h>."""
-
-    _fields_ = [("ll_time", ctypes.c_int32), ("ll_line", ctypes.c_char * 32),
-                ("ll_host", ctypes.c_char * 256)]
-
-
-USER_PROCESS, DEAD_PROCESS, LOGIN_PROCESS = 7, 8, 6
-
-
-def utmp_entry(user: str, line: str, when: int, host: str = "",
-               kind: int = USER_PROCESS) -> Utmp:
-    entry = Utmp()
-    entry.ut_type = kind
-    entry.ut_pid = 4242
-    entry.ut_line = line.encode()
-    entry.ut_id = line.encode()[-4:]
-    entry.ut_user = user.encode()
-    entry.ut_host = host.encode()
-    entry.ut_tv.tv_sec = when
-    return entry
-
-
-def write_utmp(path: Path, entries: list[Utmp]) -> None:
-    """Write utmp records with glibc's utmpname()/pututline(), as login(1) does."""
-    assert ctypes.sizeof(Utmp) == 384
-    path.touch()
-    assert libc.utmpname(str(path).encode()) == 0
-    libc.setutent()
-    for entry in entries:
-        assert libc.pututline(ctypes.byref(entry)), os.strerror(ctypes.get_errno())
-    libc.endutent()
-    libc.utmpname(b"/var/run/utmp")
-
-
-def write_wtmp(path: Path, entries: list[Utmp]) -> None:
-    """Append records with glibc's updwtmp(), as login(1) does for wtmp."""
-    path.touch()  # updwtmp() does not create the file
-    for entry in entries:
-        libc.updwtmp(str(path).encode(), ctypes.byref(entry))
-    assert path.stat().st_size == len(entries) * ctypes.sizeof(Utmp)
-
-
-def write_lastlog(path: Path, records: dict[int, tuple[int, str, str]]) -> None:
-    """lastlog(8)'s file: one struct lastlog per UID, at offset uid * 292."""
-    assert ctypes.sizeof(LastLog) == 292
-    with path.open("r+b" if path.exists() else "w+b") as f:
-        for uid, (when, line, host) in records.items():
-            f.seek(uid * ctypes.sizeof(LastLog))
-            f.write(bytes(LastLog(when, line.encode(), host.encode())))
-
 
 # -- the contract, with the one account every Debian host has -------------------------------------
 
@@ -301,20 +239,45 @@ def test_long_form_by_default_with_form_long(tmp_path: Path) -> None:
     assert long is not None and long.startswith("Login: nobody")
 
 
-def test_import_cost_is_small() -> None:
-    """Importing the backend and answering imports nothing but fingerd's own modules (and
-    the built-in pwd and _struct): every connection pays for every import."""
-    code = ("import sys, fingerd.handler\n"
-            "before = set(sys.modules)\n"
-            "from fingerd.backends.local import LocalBackend\n"
-            "from fingerd.config import Options\n"
-            "from fingerd.protocol import Query\n"
-            "b = LocalBackend(Options({'uid_min': 0, 'uid_max': 65534}, 'x', 'b'))\n"
-            "b.lookup(Query('root', True)); b.lookup(Query('root')); b.list_users(Query(''))\n"
-            "print(' '.join(sorted(set(sys.modules) - before)))\n")
-    new = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(REPO)}).stdout.split()
-    assert {m for m in new if not m.startswith("fingerd.")} <= {"_struct", "struct", "pwd"}, new
+def handler_imports(config: Path, query: str, cache: Path) -> tuple[set[str], list[str]]:
+    """The modules one handler run imports, as ``fingerd@.service`` runs it: Debian's
+    /usr/bin/python3 with -I (no venv, whose .pth imports ``re`` and would hide it), this
+    checkout's package, the config from the marshal cache. (every module, the ones imported
+    after fingerd.handler)."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            f"sys.argv = ['fingerd', '--config', {str(config)!r}]; "
+            "from fingerd.cli import run; run()")
+    env = {"CACHE_DIRECTORY": str(cache), "HOME": "/", "PATH": "/usr/bin:/bin"}
+    for _ in range(2):  # the first run parses the TOML (tomllib imports re) and fills the cache
+        proc = subprocess.run(["/usr/bin/python3", "-I", "-X", "importtime", "-c", code],
+                              input=f"{query}\r\n".encode(), capture_output=True, env=env,
+                              timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"Login"), proc.stdout  # it answered from the local backend
+    names = [line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
+             if line.startswith("import time:") and "self [us]" not in line]
+    assert "fingerd.handler" in names, names
+    return set(names), names[names.index("fingerd.handler") + 1:]
+
+
+@pytest.mark.parametrize("query", ["/W root", "root", ""])
+def test_import_cost_is_small(query: str) -> None:
+    """A local lookup, a long one and the listing, imports nothing but fingerd's own modules
+    and the built-in pwd and _struct (plus the handler's _socket, for the peer address): every
+    connection pays for every import. Never ``re``."""
+    with public_dir() as directory:
+        write_utmp(directory / "utmp", [utmp_entry("root", "pts/1", int(time.time()) - 60)])
+        (directory / "utmp").chmod(0o644)
+        config = write_config(directory / "fingerd.toml",
+                              [{"type": "local", "uid_min": 0, "uid_max": 0,
+                                "utmp": str(directory / "utmp")}],
+                              {"list_users": True})
+        (directory / "cache").mkdir()
+        everything, after_handler = handler_imports(config, query, directory / "cache")
+    assert "fingerd.backends.local" in after_handler
+    assert "re" not in everything
+    assert {m for m in after_handler if not m.startswith("fingerd.")} <= {
+        "_struct", "pwd", "_socket"}, after_handler
 
 
 # -- real accounts in a private namespace, compared with Debian's finger --------------------------
@@ -677,18 +640,3 @@ def test_namespace_logs_are_clean(host: Path) -> None:
         log = out(host, name)
         assert "Traceback" not in log and "failed" not in log and "error" not in log, log
     assert 'backend=local outcome=answered' in out(host, "serve.log")
-
-
-def test_idle_formats() -> None:
-    """Idle times below an hour show minutes and seconds ("5 minutes 30 seconds idle"), and
-    "(messages off)" goes on its own line after an idle time, as bsd-finger's lprint()."""
-    from fingerd.backends.local import Person, Session, _lprint
-
-    now = int(time.time())
-    person = Person(NOBODY)
-    session = Session("pts/0", "", now - 1000)
-    session.idle, session.writable = 5 * 60 + 30, False
-    person.sessions.append(session)
-    text: list[str] = []
-    _lprint(person, now, text)
-    assert " on pts/0   5 minutes 30 seconds idle\n     (messages off)\n" in "".join(text)

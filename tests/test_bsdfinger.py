@@ -1,0 +1,198 @@
+"""fingerd/bsdfinger.py, the pure formatter, against what Debian's ``finger`` printed.
+
+tests/data/bsdfinger/host.json describes a host (accounts, GECOS fields, dot files, login
+sessions with their terminals' idle times and ``mesg`` state, lastlog records, mail spools,
+and the frozen time ``now``); tests/capture_finger.py staged that host and ran the real
+``finger -l``/``finger -s``/``finger`` on it, and its output is committed next to it. Here the
+same data, given to the formatter as :class:`Person` values, must give the same bytes. As root
+(CI), the capture is run again, to check that the committed files are what finger prints today.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from capture_finger import DATA, capture, load_host
+from conftest import IS_ROOT, require
+
+from fingerd.bsdfinger import (
+    Person,
+    Session,
+    add_last_login,
+    long_form,
+    long_idle,
+    prphone,
+    short_form,
+    short_idle,
+    visible,
+)
+
+HOST = load_host()
+NOW = int(HOST["now"])  # type: ignore[call-overload]
+ACCOUNTS: dict[str, dict[str, object]] = {
+    str(a["name"]): a for a in HOST["accounts"]}  # type: ignore[attr-defined]
+LOGGED_IN = list(dict.fromkeys(str(u["user"]) for u in HOST["utmp"]))  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def host_time_zone() -> Iterator[None]:
+    """The host's time zone (UTC) for the formatter, as finger had it; restored after."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = str(HOST["tz"])
+    time.tzset()
+    yield
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+def live_sessions(name: str) -> list[Session]:
+    """The user's utmp sessions, with what finger reads from each terminal."""
+    sessions = []
+    for u in HOST["utmp"]:  # type: ignore[attr-defined]
+        if u["user"] == name:
+            tty = HOST["ttys"][u["line"]]  # type: ignore[index]
+            sessions.append(Session(u["line"], u["host"], NOW - u["ago"],
+                                    idle=max(0, tty["idle"]),  # an atime ahead: not idle
+                                    writable=int(tty["mode"], 8) & 0o020 != 0))
+    return sessions
+
+
+def person(name: str, long: bool = True, last_login: bool = True) -> Person:
+    """``name`` as finger finds it on the host: passwd, sessions, last login, mail, files."""
+    account = ACCOUNTS[name]
+    p = Person(name, str(account["gecos"]), f"/home/{name}", str(account["shell"]))
+    p.sessions = live_sessions(name)
+    if last_login:
+        last = next((Session(r["line"], r["host"], NOW - r["ago"], live=False)
+                     for r in HOST["lastlog"]  # type: ignore[attr-defined]
+                     if r["uid"] == account["uid"]), None)
+        add_last_login(p, last)
+    if long:
+        mail = HOST["mail"].get(name)  # type: ignore[attr-defined]
+        if mail and not mail.get("empty"):
+            p.mail_received, p.mail_read = NOW - mail["received_ago"], NOW - mail["read_ago"]
+        files: dict[str, str] = account["files"]  # type: ignore[assignment]
+        p.pgpkey, p.project, p.plan = (files.get(".pgpkey"), files.get(".project"),
+                                       files.get(".plan"))
+    return p
+
+
+def captured(name: str) -> str:
+    text = (DATA / name).read_bytes().decode("utf-8")
+    assert text, f"{name} is empty: the capture did not work"
+    return text
+
+
+@pytest.mark.parametrize("name", sorted(ACCOUNTS))
+def test_long_form_is_finger_l(name: str) -> None:
+    """``long_form`` of one account is, byte for byte, what ``finger -l`` printed."""
+    expected = captured(f"finger-l-{name}.txt")
+    assert expected.startswith(f"Login: {name}")
+    assert long_form([person(name)], NOW) == expected
+
+
+@pytest.mark.parametrize("name", sorted(ACCOUNTS))
+def test_short_form_is_finger_s(name: str) -> None:
+    """``short_form`` of one account is, byte for byte, what ``finger -s`` printed."""
+    expected = captured(f"finger-s-{name}.txt")
+    assert expected.startswith("Login ")
+    assert short_form([person(name, long=False)], NOW) == expected
+
+
+def test_listing_is_finger() -> None:
+    """The short listing of the logged-in users, by name, is what ``finger`` printed (live
+    sessions only, no last login)."""
+    people = [person(name, long=False, last_login=False) for name in sorted(LOGGED_IN)]
+    assert len(people) > 3
+    assert short_form(people, NOW) == captured("finger.txt")
+
+
+def test_long_listing_is_finger_l() -> None:
+    """The long listing, in utmp order with an empty line between people, is what
+    ``finger -l`` printed."""
+    people = [person(name) for name in LOGGED_IN]
+    assert long_form(people, NOW) == captured("finger-l.txt")
+
+
+@pytest.mark.netns
+def test_captures_are_what_finger_prints_today(tmp_path: Path) -> None:
+    """Running the capture again gives the committed files, byte for byte: the test data is
+    real finger output for host.json, not edited by hand."""
+    require(IS_ROOT, "the capture needs root (a mount namespace)")
+    for tool in ("finger", "faketime", "unshare"):
+        require(shutil.which(tool) is not None, f"needs {tool}")
+    written = capture(tmp_path)
+    committed = sorted(p.name for p in DATA.glob("finger*.txt"))
+    assert [p.name for p in written] == committed
+    for path in written:
+        assert path.read_bytes() == (DATA / path.name).read_bytes(), path.name
+
+
+# -- the pieces, where the captures do not reach every branch ---------------------------------
+
+@pytest.mark.parametrize("seconds,text", [
+    (0, ""), (1, "1 second idle"), (59, "59 seconds idle"), (60, "1 minute idle"),
+    (330, "5 minutes 30 seconds idle"), (3600, "1 hour idle"),
+    (3 * 3600 + 2 * 60 + 30, "3 hours 2 minutes idle"), (86400, "1 day idle"),
+    (2 * 86400 + 3600 + 1800, "2 days 1 hour idle"), (366 * 86400, "1 day idle")])
+def test_long_idle(seconds: int, text: str) -> None:
+    """lprint()'s idle time: seconds only below an hour, minutes only below a day, and
+    days wrap after a year as gmtime()'s tm_yday does."""
+    assert long_idle(seconds) == text
+
+
+@pytest.mark.parametrize("seconds,text", [
+    (0, "     "), (59, "     "), (60, "    1"), (3599, "   59"), (3600, " 1:00"),
+    (10 * 3600 + 5 * 60, "10:05"), (86400, "   1d"), (400 * 86400, "  35d")])
+def test_short_idle(seconds: int, text: str) -> None:
+    """stimeprint(): five columns of minutes, hours:minutes or days."""
+    assert short_idle(seconds) == text
+
+
+@pytest.mark.parametrize("raw,shown", [
+    ("5551234", "555-1234"), ("2025550100", "202-555-0100"), ("15551234567", "+1-555-123-4567"),
+    ("12345", "x1-2345"), ("4242", "x4242"), ("x4242", "x4242"), ("123", "123"),
+    ("555 1234", "555 1234"), ("\u0661\u0662\u0663\u0664", "\u0661\u0662\u0663\u0664")])
+def test_prphone(raw: str, shown: str) -> None:
+    """Phone numbers of 4, 5, 7, 10 or 11 ASCII digits are punctuated; others are as given."""
+    assert prphone(raw) == shown
+
+
+def test_control_characters_become_carets() -> None:
+    """Control characters are shown as ^X, DEL as ^?; tabs and newlines stay."""
+    assert visible("a\x1b[1mb\x07\x7f\tc\n") == "a^[[1mb^G^?\tc\n"
+
+
+def test_messages_off_after_an_idle_time_goes_on_its_own_line() -> None:
+    """"(messages off)" follows the session on the same line when the terminal is not idle,
+    and goes on a line of its own after an idle time."""
+    p = Person("u", "U", "/home/u", "/bin/sh")
+    p.sessions = [Session("pts/0", "", NOW - 100, idle=0, writable=False),
+                  Session("pts/1", "", NOW - 100, idle=90, writable=False)]
+    text = long_form([p], NOW)
+    assert " on pts/0 (messages off)\n" in text
+    assert " on pts/1   1 minute 30 seconds idle\n     (messages off)\n" in text
+
+
+def test_last_login_is_added_unless_it_is_a_current_session() -> None:
+    """enter_lastlog(): never logged in without sessions; the last login is left out when
+    no current session is older or it is on a current terminal."""
+    p = Person("u", "", "/", "")
+    add_last_login(p, None)
+    assert [(s.live, s.login) for s in p.sessions] == [(False, 0)]
+    p.sessions = [Session("pts/1", "", 1000)]
+    add_last_login(p, Session("pts/2", "", 500, live=False))  # older than every session
+    add_last_login(p, None)
+    assert len(p.sessions) == 1
+    add_last_login(p, Session("pts/1", "", 2000, live=False))  # on the current terminal
+    assert len(p.sessions) == 1
+    add_last_login(p, Session("pts/2", "", 2000, live=False))
+    assert [s.line for s in p.sessions] == ["pts/1", "pts/2"]
