@@ -6,12 +6,23 @@ finger would find (the account, its login sessions with idle times, the last log
 spool's times, the dot files' texts) into :class:`Person` values; nothing here reads a file.
 Times are shown in the process's local time zone (``TZ``), as finger shows them.
 
+What is shown of each person is the set ``Person.shown``, from :data:`FIELDS` (RFC 1288
+§3.2.3: the admin tailors the "atoms" of information given out). With every field it is
+exactly finger's output; a field left out is left out of the lines that carry it, and a line
+left with nothing is not printed ("No Plan." is the plan field, "Never logged in." the last
+login).
+
 Tested against captured output of the real program (tests/data/bsdfinger/).
 """
 
 from __future__ import annotations
 
 import time
+
+# What can be shown, in the order finger prints it.
+FIELDS = ("login", "name", "office", "phone", "directory", "shell", "on-since", "from-host",
+          "last-login", "mail", "pgpkey", "project", "plan")
+ALL = frozenset(FIELDS)
 
 _HALF_YEAR = 86400 * 365 // 2  # bsd-finger: SECSPERDAY * DAYSPERNYEAR / 2
 _LONG_DATE = "%a %b %e %R %Y (%Z)"
@@ -44,9 +55,10 @@ class Person:
     """What finger shows about one account.
 
     Built from the passwd entry's name, GECOS field, home directory and shell; the caller
-    adds ``sessions``, the mail spool's times (``mail_received``, ``mail_read``: its
-    modification and access times, -1 without mail) and the dot files' texts (``pgpkey``,
-    ``project``, ``plan``: None where finger would show none).
+    adds the live ``sessions``, the last login (:func:`add_last_login`), the mail spool's
+    times (``mail_received``, ``mail_read``: its modification and access times, -1 without
+    mail), the dot files' texts (``pgpkey``, ``project``, ``plan``: None where finger would
+    show none), and may narrow ``shown``, the fields printed.
     """
 
     def __init__(self, name: str, gecos: str, directory: str, shell: str) -> None:
@@ -61,6 +73,8 @@ class Person:
         self.realname = fields[0].replace("&", capitalised)
         self.office, self.officephone, self.homephone = fields[1:4]
         self.sessions: list[Session] = []
+        self.last_login: Session | None = None  # None: not looked up (the short listing)
+        self.shown = ALL
         self.mail_received = self.mail_read = -1
         self.pgpkey: str | None = None
         self.project: str | None = None
@@ -68,19 +82,24 @@ class Person:
 
 
 def add_last_login(person: Person, last: Session | None) -> None:
-    """bsd-finger's enter_lastlog(): add the last login to the live sessions, unless it is one
-    of them. ``last`` None: never logged in."""
-    if last is None:
-        last = Session("", "", 0, live=False)  # "Never logged in."
-    sessions = person.sessions
-    if sessions:
-        if not last.login:
-            return
-        # Shown if some current login is older than it, and it is not one of them.
-        if not any(s.login < last.login for s in sessions) or any(
-                s.line[:32] == last.line[:32] for s in sessions):
-            return
-    sessions.append(last)
+    """The last login (``last`` None: never logged in), shown as bsd-finger's enter_lastlog()
+    decides (see :func:`_entries`)."""
+    person.last_login = last if last is not None else Session("", "", 0, live=False)
+
+
+def _entries(person: Person) -> list[Session]:
+    """The session lines of ``person``: the live sessions, then the last login unless it is
+    one of them (bsd-finger's enter_lastlog()). Without the on-since field the live sessions
+    are not shown and the last login always is, as if nobody were logged in."""
+    shown = person.shown
+    live = person.sessions if "on-since" in shown else []
+    last = person.last_login
+    if "last-login" not in shown or last is None:
+        return list(live)
+    if live and (not last.login or not any(s.login < last.login for s in live) or any(
+            s.line[:32] == last.line[:32] for s in live)):
+        return list(live)
+    return [*live, last]
 
 
 def prphone(num: str) -> str:
@@ -126,8 +145,10 @@ def _when(t: int, fmt: str) -> str:
 def short_form(people: list[Person], now: float) -> str:
     """``finger -s``: bsd-finger's sflag_print(), for a terminal of 80 columns."""
     space = 80 - 50
-    name_w = max([len("Login  ") + 1, *(_width(p.name) for p in people)])
-    real_w = max([len("Login  ") + 1, *(_width(p.realname) or 1 for p in people)])
+    logins = [p.name if "login" in p.shown else "" for p in people]
+    names = [p.realname if "name" in p.shown else "" for p in people]
+    name_w = max([len("Login  ") + 1, *(_width(n) for n in logins)])
+    real_w = max([len("Login  ") + 1, *(_width(n) or 1 for n in names)])
     if name_w + real_w > space:
         real_w = space - name_w
     if name_w + real_w < space - 2:
@@ -135,11 +156,18 @@ def short_form(people: list[Person], now: float) -> str:
         real_w += 1
     out = [f"{_ljust('Login', name_w)} {_ljust('Name', real_w)}  Tty      Idle  Login Time"
            "   Office     Office Phone\n"]
-    for person in people:
-        for s in person.sessions:
-            out.append(f"{_ljust(_cut(person.name, name_w), name_w)} "
-                       f"{_ljust(_cut(person.realname, real_w), real_w)} ")
-            if not s.login:
+    for person, login, name in zip(people, logins, names, strict=True):
+        shown = person.shown
+        office = person.office if "office" in shown else ""
+        officephone = person.officephone if "phone" in shown else ""
+        # One row per session; one without session columns when none is shown.
+        rows: list[Session | None] = [*_entries(person)] or [None]
+        for s in rows:
+            out.append(f"{_ljust(_cut(login, name_w), name_w)} "
+                       f"{_ljust(_cut(name, real_w), real_w)} ")
+            if s is None:
+                out.append(" " * 28)
+            elif not s.login:
                 out.append("  *     *  No logins   ")
             else:
                 out.append("*" if s.live and not s.writable else " ")
@@ -149,15 +177,15 @@ def short_form(people: list[Person], now: float) -> str:
                 out.append(stamp[4:10])
                 out.append(f"  {stamp[20:24]}" if now - s.login >= _HALF_YEAR
                            else f" {stamp[11:16]}")
-            if s.host:
+            if s is not None and s.host and "from-host" in shown:
                 out.append(f" ({s.host})")
             else:
-                if person.office:
-                    out.append(f" {_ljust(_cut(person.office, 10), 10)}")
-                elif person.officephone:
+                if office:
+                    out.append(f" {_ljust(_cut(office, 10), 10)}")
+                elif officephone:
                     out.append(f" {_ljust(' ', 10)}")
-                if person.officephone:
-                    out.append(f" {_cut(prphone(person.officephone), 14)}")
+                if officephone:
+                    out.append(f" {_cut(prphone(officephone), 14)}")
             out.append("\n")
     return visible("".join(out))
 
@@ -183,8 +211,11 @@ def long_form(people: list[Person], now: float) -> str:
         if number:
             out.append("\n")
         _lprint(person, now, out)
-        for text, header in ((person.pgpkey, "PGP key:"), (person.project, "Project:"),
-                             (person.plan, "Plan:")):
+        for field, text, header in (("pgpkey", person.pgpkey, "PGP key:"),
+                                    ("project", person.project, "Project:"),
+                                    ("plan", person.plan, "Plan:")):
+            if field not in person.shown:
+                continue
             if text is None:
                 if header == "Plan:":
                     out.append("No Plan.\n")
@@ -234,12 +265,24 @@ def _demi_print(text: str, odd: bool, last: list[int], out: list[str]) -> bool:
     return not odd
 
 
+def _pair(first: str, gap: str, second: str) -> str:
+    """lprint()'s two-column lines ("Login: x\t\t\tName: y"): both, one, or none."""
+    if first and second:
+        return f"{first}{gap}{second}\n"
+    return f"{first.rstrip()}{second}\n" if first or second else ""
+
+
 def _lprint(person: Person, now: float, out: list[str]) -> None:
     """bsd-finger's lprint(): everything of the long form but the dot files."""
-    out.append(f"Login: {_ljust(person.name, 15)}\t\t\tName: {person.realname}\n"
-               f"Directory: {_ljust(person.dir, 25)}\tShell: {person.shell}\n")
+    shown = person.shown
+    out.append(_pair(f"Login: {_ljust(person.name, 15)}" if "login" in shown else "", "\t\t\t",
+                     f"Name: {person.realname}" if "name" in shown else ""))
+    out.append(_pair(f"Directory: {_ljust(person.dir, 25)}" if "directory" in shown else "",
+                     "\t", f"Shell: {person.shell}" if "shell" in shown else ""))
     odd, last = False, [0]
-    office, officephone, homephone = person.office, person.officephone, person.homephone
+    office = person.office if "office" in shown else ""
+    officephone, homephone = (person.officephone, person.homephone) if "phone" in shown else (
+        "", "")
     if office and officephone and _width(office) + _width(officephone) + 9 <= 40:
         odd = _demi_print(f"Office: {office}, {prphone(officephone)}", odd, last, out)
     else:
@@ -252,15 +295,18 @@ def _lprint(person: Person, now: float, out: list[str]) -> None:
     if odd:
         out.append("\n")
 
-    widest = max((_width(s.line) for s in person.sessions), default=-1)
-    for s in person.sessions:
+    entries = _entries(person)
+    with_host = "from-host" in shown
+    widest = max((_width(s.line) for s in entries), default=-1)
+    for s in entries:
+        host = s.host if with_host else ""
         if s.live:
             out.append(f"On since {_when(s.login, _DATE)} on {s.line}")
-            if s.host:
-                out.append(f" from {s.host}")
+            if host:
+                out.append(f" from {host}")
             idle = long_idle(s.idle)
             if idle:
-                if s.host:
+                if host:
                     out.append("\n")
                 out.append(" " * (widest - _width(s.line) + 3) + idle)
             if not s.writable:
@@ -270,12 +316,14 @@ def _lprint(person: Person, now: float, out: list[str]) -> None:
         else:
             fmt = _DATE if now - s.login < _HALF_YEAR else _LONG_DATE
             out.append(f"Last login {_when(s.login, fmt)} on {s.line}")
-            if s.host:
-                out.append(f" from {s.host}")
+            if host:
+                out.append(f" from {host}")
         out.append("\n")
 
     # (bsd-finger also shows ~/.forward here, "Mail forwarded to"; that discloses addresses
     # and is left out.)
+    if "mail" not in shown:
+        return
     if person.mail_received == -1:
         out.append("No mail.\n")
     elif person.mail_received > person.mail_read:

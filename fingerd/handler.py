@@ -191,7 +191,7 @@ def main(config_path: str | None = None) -> int:
         reply = Reply(reply_line(UNAVAILABLE), ERROR)
     else:
         try:
-            reply = service.respond(line)
+            reply = service.respond(line, remote)
         except Exception as e:  # a bug; the client gets a short line, the journal the reason
             log.error(f"internal error: {type(e).__name__}: {e}")
             reply = Reply(reply_line(UNAVAILABLE), ERROR)

@@ -292,7 +292,7 @@ class Server:
         conn.line = line
         service = conn.service
         if not service.blocking:
-            self.finish(conn, self.respond(service, line))
+            self.finish(conn, self.respond(service, line, conn.remote))
             return
         if self.pool is None:
             from concurrent.futures import ThreadPoolExecutor
@@ -304,7 +304,7 @@ class Server:
         conn.deadline = time.monotonic() + budget
         if conn.registered:
             self.unwatch(conn)
-        future = self.pool.submit(self.respond, service, line)
+        future = self.pool.submit(self.respond, service, line, conn.remote)
         conn.future = future
         self.pending.add(future)
         future.add_done_callback(lambda f: self.answered(conn, f))
@@ -328,9 +328,9 @@ class Server:
             self.finish(conn, future.result())
 
     @staticmethod
-    def respond(service: FingerService, line: bytes) -> Reply:
+    def respond(service: FingerService, line: bytes, remote: str) -> Reply:
         try:
-            return service.respond(line)
+            return service.respond(line, remote)
         except Exception as e:  # a bug; the client gets a short line, the log the reason
             log.error(f"internal error: {type(e).__name__}: {e}")
             return Reply(reply_line(UNAVAILABLE), ERROR)

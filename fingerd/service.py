@@ -87,12 +87,15 @@ class FingerService:
         # True if any lookup may block: the long-running server then answers from a thread.
         self.blocking = any(b.blocking for _, b in self.backends) or self.server.forwarding
 
-    def respond(self, line: bytes) -> Reply:
-        """The reply to one raw query line. Never raises for anything a client can send."""
+    def respond(self, line: bytes, remote: str = "") -> Reply:
+        """The reply to one raw query line from the client at ``remote`` (``""``: an address
+        the front end cannot vouch for). Never raises for anything a client can send."""
         try:
             query = parse_query(line)
         except QueryError as e:
             return Reply(reply_line(e.reply), INVALID)
+        if remote:
+            query = query.asked_by(remote)
         if query.is_forward:
             if not self.server.forwarding:
                 return Reply(reply_line(FORWARDING_DENIED), DENIED, query)

@@ -51,6 +51,7 @@ from fingerd.protocol import LIST_DENIED, Query
 from fingerd.service import FingerService
 
 NOBODY = pwd.getpwnam("nobody")
+LOCAL = "127.0.0.1"  # a loopback asker: shown every field by default
 
 # -- the contract, with the one account every Debian host has -------------------------------------
 
@@ -126,7 +127,7 @@ def test_strict_name_pattern(name: str, ok: bool) -> None:
 def test_configured_range_shows_nobody(tmp_path: Path) -> None:
     """An account inside a configured range is shown: login, name, directory, shell."""
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None
     assert answer.startswith(f"Login: nobody         \t\t\tName: {NOBODY.pw_gecos}\n"
                              f"Directory: {NOBODY.pw_dir:<25}\tShell: {NOBODY.pw_shell}\n")
@@ -145,12 +146,12 @@ def test_utmp_sessions_are_shown(tmp_path: Path) -> None:
         utmp_entry("LOGIN", "tty3", now, kind=LOGIN_PROCESS),
         utmp_entry("root", "pts/43", now - 60)])
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None
     since = time.strftime("%a %b %e %R (%Z)", time.localtime(now - 7200))
     assert f"\nOn since {since} on pts/41 from far.example\n" in answer
     assert "pts/42" not in answer and "pts/43" not in answer and "tty3" not in answer
-    short = backend.lookup(Query("nobody"))
+    short = backend.lookup(Query("nobody", remote=LOCAL))
     assert short is not None and "pts/41" in short and "(far.example)" in short
 
 
@@ -188,11 +189,11 @@ def test_last_login_from_lastlog(tmp_path: Path) -> None:
     recent, old = int(time.time()) - 86400 * 3, int(time.time()) - 86400 * 300
     write_lastlog(tmp_path / "lastlog", {NOBODY.pw_uid: (recent, "pts/7", "old.example")})
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     when = time.strftime("%a %b %e %R (%Z)", time.localtime(recent))
     assert answer is not None and f"\nLast login {when} on pts/7 from old.example\n" in answer
     write_lastlog(tmp_path / "lastlog", {NOBODY.pw_uid: (old, "tty1", "")})
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     when = time.strftime("%a %b %e %R %Y (%Z)", time.localtime(old))
     assert answer is not None and f"\nLast login {when} on tty1\n" in answer
 
@@ -205,7 +206,7 @@ def test_last_login_falls_back_to_wtmp(tmp_path: Path) -> None:
                                    utmp_entry("root", "pts/5", now - 3000),
                                    utmp_entry("", "pts/4", now - 3500, kind=DEAD_PROCESS)])
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None and " on pts/4 from b.example\n" in answer
     assert "Never logged in." not in answer
 
@@ -217,17 +218,17 @@ def test_mail_status(tmp_path: Path) -> None:
     spool = tmp_path / "mail" / "nobody"
     spool.write_text("From x\n")
     os.utime(spool, (1_700_000_000, 1_700_001_000))  # atime (read) before mtime (received)
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     fmt = "%a %b %e %R %Y (%Z)"
     assert answer is not None
     assert (f"New mail received {time.strftime(fmt, time.localtime(1_700_001_000))}\n"
             f"     Unread since {time.strftime(fmt, time.localtime(1_700_000_000))}\n") in answer
     os.utime(spool, (1_700_002_000, 1_700_001_000))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None
     assert f"Mail last read {time.strftime(fmt, time.localtime(1_700_002_000))}\n" in answer
     spool.write_text("")
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None and "\nNo mail.\n" in answer
 
 
@@ -388,6 +389,7 @@ ip link set lo up
 cd /
 O=$S/out
 FINGERD="$PYTHON -m fingerd"
+QUERY="$FINGERD query --from 127.0.0.1"  # as a loopback client would ask
 run() { name=$1; shift; "$@" > "$O/$name" 2> "$O/$name.err"; }
 stop() {  # SIGTERM, and SIGKILL if it has not gone within 15 s
     kill -TERM "$1"
@@ -397,18 +399,18 @@ stop() {  # SIGTERM, and SIGKILL if it has not gone within 15 s
 for u in $USERS; do
     run "finger-l-$u" timeout 20 finger -l "$u"
     run "finger-s-$u" timeout 20 finger -s "$u"
-    run "query-l-$u" timeout 20 $FINGERD query --config /run/fingerd.toml /W "$u"
-    run "query-s-$u" timeout 20 $FINGERD query --config /run/fingerd.toml "$u"
+    run "query-l-$u" timeout 20 $QUERY --config /run/fingerd.toml /W "$u"
+    run "query-s-$u" timeout 20 $QUERY --config /run/fingerd.toml "$u"
 done
 run finger-list finger
 run finger-list-l finger -l
-run query-list timeout 20 $FINGERD query --config /run/fingerd.toml
-run query-list-l timeout 20 $FINGERD query --config /run/fingerd.toml /W
+run query-list timeout 20 $QUERY --config /run/fingerd.toml
+run query-list-l timeout 20 $QUERY --config /run/fingerd.toml /W
 
 # As the unprivileged service user, who cannot enter ivan's home.
 AS_NOBODY="setpriv --reuid=65534 --regid=65534 --clear-groups"
-run hidden-ivan timeout 20 $AS_NOBODY $FINGERD query --config /run/fingerd.toml /W ivan
-run shown-ivan timeout 20 $AS_NOBODY $FINGERD query --config /run/fingerd-show.toml /W ivan
+run hidden-ivan timeout 20 $AS_NOBODY $QUERY --config /run/fingerd.toml /W ivan
+run shown-ivan timeout 20 $AS_NOBODY $QUERY --config /run/fingerd-show.toml /W ivan
 
 # fingerd serve on the finger port, asked by the real client.
 $FINGERD serve --listen 127.0.0.1:79 --config /run/fingerd.toml --user nobody 2> "$O/serve.log" &

@@ -23,6 +23,7 @@ from conftest import IS_ROOT, require
 from fingerd.bsdfinger import (
     Person,
     Session,
+    _entries,
     add_last_login,
     long_form,
     long_idle,
@@ -182,17 +183,19 @@ def test_messages_off_after_an_idle_time_goes_on_its_own_line() -> None:
     assert " on pts/1   1 minute 30 seconds idle\n     (messages off)\n" in text
 
 
-def test_last_login_is_added_unless_it_is_a_current_session() -> None:
-    """enter_lastlog(): never logged in without sessions; the last login is left out when
-    no current session is older or it is on a current terminal."""
+def test_last_login_is_shown_unless_it_is_a_current_session() -> None:
+    """enter_lastlog(): "Never logged in." without sessions; the last login is left out when
+    no current session is older than it, or it is on a current terminal."""
     p = Person("u", "", "/", "")
     add_last_login(p, None)
-    assert [(s.live, s.login) for s in p.sessions] == [(False, 0)]
+    assert long_form([p], NOW).endswith("\nNever logged in.\nNo mail.\nNo Plan.\n")
+
+    def lines_shown(last: Session | None) -> list[str]:
+        add_last_login(p, last)
+        return [s.line for s in _entries(p)]
+
     p.sessions = [Session("pts/1", "", 1000)]
-    add_last_login(p, Session("pts/2", "", 500, live=False))  # older than every session
-    add_last_login(p, None)
-    assert len(p.sessions) == 1
-    add_last_login(p, Session("pts/1", "", 2000, live=False))  # on the current terminal
-    assert len(p.sessions) == 1
-    add_last_login(p, Session("pts/2", "", 2000, live=False))
-    assert [s.line for s in p.sessions] == ["pts/1", "pts/2"]
+    assert lines_shown(Session("pts/2", "", 500, live=False)) == ["pts/1"]  # older
+    assert lines_shown(None) == ["pts/1"]
+    assert lines_shown(Session("pts/1", "", 2000, live=False)) == ["pts/1"]  # same terminal
+    assert lines_shown(Session("pts/2", "", 2000, live=False)) == ["pts/1", "pts/2"]

@@ -44,9 +44,10 @@ import os
 import stat
 import time
 
-from fingerd import log
+from fingerd import fingerrc, log
 from fingerd.backend import Backend
-from fingerd.bsdfinger import Person, Session, add_last_login, long_form, short_form
+from fingerd.bsdfinger import FIELDS, Person, Session, add_last_login, long_form, short_form
+from fingerd.networks import Network, is_local
 from fingerd.utmp import Login, read_lastlog, read_utmp, read_wtmp_last
 
 TYPE_CHECKING = False
@@ -63,6 +64,10 @@ WTMP = "/var/log/wtmp"
 LASTLOG = "/var/log/lastlog"
 MAIL_DIR = "/var/mail"
 DEV_DIR = "/dev"
+
+# What askers outside this host (and its local_networks) see by default: not where a user
+# logs in from, not the paths of their account, not their mail.
+REMOTE_FIELDS = tuple(f for f in FIELDS if f not in ("from-host", "directory", "shell", "mail"))
 
 _TALKABLE = 0o220  # a terminal is writable (mesg y) when group and owner may write
 _MAX_NAME = 32  # UT_NAMESIZE
@@ -156,6 +161,9 @@ class LocalBackend(Backend):
         self.show_private_homes = options.boolean("show_private_homes", False)
         self.max_file_bytes = options.integer("max_file_bytes", 65536, minimum=0,
                                               maximum=16 * 1024 * 1024)
+        self.fields = field_set(options, "fields", REMOTE_FIELDS)
+        self.local_fields = field_set(options, "local_fields", FIELDS)
+        self.local_networks = networks(options, "local_networks")
         self.utmp = options.string("utmp", UTMP)
         self.wtmp = options.string("wtmp", WTMP)
         self.lastlog = options.string("lastlog", LASTLOG)
@@ -165,15 +173,15 @@ class LocalBackend(Backend):
     # -- the contract -----------------------------------------------------------------------
 
     def lookup(self, query: Query) -> str | None:
-        pw = self._account(query.user)
-        if pw is None:
+        account = self._account(query.user)
+        if account is None:
             return None
         now = int(time.time())
-        person = _person(pw)
+        person = self._person(*account, is_local(query.remote, self.local_networks))
         for login in self._logins():
             if login.user == person.name:
-                person.sessions.append(self._session(login.line, login.host, login.time, now))
-        self._add_last_login(person, pw.pw_uid)
+                self._add_session(person, login, now)
+        self._add_last_login(person, account[0].pw_uid)
         if query.verbose or self.long_by_default:
             self._add_long_data(person)
             return long_form([person], now)
@@ -181,14 +189,16 @@ class LocalBackend(Backend):
 
     def list_users(self, query: Query) -> str | None:
         now = int(time.time())
+        local = is_local(query.remote, self.local_networks)
         people: dict[str, tuple[Person, int] | None] = {}
         for login in self._logins():
             if login.user not in people:
-                pw = self._account(login.user)
-                people[login.user] = (_person(pw), pw.pw_uid) if pw is not None else None
+                account = self._account(login.user)
+                people[login.user] = None if account is None else (
+                    self._person(*account, local), account[0].pw_uid)
             entry = people[login.user]
             if entry is not None:
-                entry[0].sessions.append(self._session(login.line, login.host, login.time, now))
+                self._add_session(entry[0], login, now)
         shown = [entry for entry in people.values() if entry is not None]
         if not shown:
             return "No one logged on."
@@ -199,10 +209,11 @@ class LocalBackend(Backend):
             return long_form([person for person, _ in shown], now)
         return short_form(sorted((person for person, _ in shown), key=lambda p: p.name), now)
 
-    # -- who is shown -----------------------------------------------------------------------
+    # -- who is shown, and what of them -----------------------------------------------------
 
-    def _account(self, name: str) -> pwd.struct_passwd | None:
-        """The passwd entry for ``name`` if this backend may show it, else None."""
+    def _account(self, name: str) -> tuple[pwd.struct_passwd, bool] | None:
+        """The passwd entry for ``name`` if this backend may show it, and whether its home is
+        private (cannot be searched); None if it may not be shown."""
         if not valid_name(name):
             return None
         import pwd
@@ -216,14 +227,27 @@ class LocalBackend(Backend):
         try:
             os.lstat(f"{pw.pw_dir}/.nofinger")
         except FileNotFoundError:
-            return pw  # no ~/.nofinger (or no home at all: nothing to opt out with)
+            return pw, False  # no ~/.nofinger (or no home at all: nothing to opt out with)
         except OSError:
             # The home directory cannot be searched (0700, Debian's default since bookworm):
             # whether the user opted out cannot be seen, so by default they are not shown.
-            return pw if self.show_private_homes else None
+            return (pw, True) if self.show_private_homes else None
         return None  # ~/.nofinger: the user asked not to be shown
 
-    # -- what finger would find -------------------------------------------------------------
+    def _person(self, pw: pwd.struct_passwd, private: bool, local: bool) -> Person:
+        """The account, with the fields shown to this asker: the admin's for local or remote
+        askers, less what the user's ~/.fingerrc hides."""
+        person = Person(pw.pw_name, pw.pw_gecos, pw.pw_dir, pw.pw_shell)
+        shown = self.local_fields if local else self.fields
+        if not private:  # else ~/.fingerrc cannot be seen either: the admin's fields apply
+            hidden = fingerrc.read(pw.pw_dir, pw.pw_uid, FIELDS)
+            for problem in hidden.problems:
+                log.warning(f"{pw.pw_dir}/{fingerrc.NAME}: {problem}")
+            shown = shown - hidden.fields(local)
+        person.shown = shown
+        return person
+
+    # -- what finger would find (only what is shown) ----------------------------------------
 
     def _logins(self) -> list[Login]:
         try:
@@ -232,13 +256,16 @@ class LocalBackend(Backend):
             log.warning(f"{self.utmp}: {e.strerror}; logged-in users are not shown")
             return []
 
-    def _session(self, line: str, host: str, login: int, now: int) -> Session:
-        session = Session(line, host, login)
-        tty_state(session, self.dev_dir, now)
-        return session
+    def _add_session(self, person: Person, login: Login, now: int) -> None:
+        session = Session(login.line, login.host, login.time)
+        if "on-since" in person.shown:
+            tty_state(session, self.dev_dir, now)
+        person.sessions.append(session)
 
     def _add_last_login(self, person: Person, uid: int) -> None:
         """The last login from lastlog, else from wtmp (lastlog is gone from newer Debian)."""
+        if "last-login" not in person.shown:
+            return
         last = read_lastlog(self.lastlog, uid)
         if last is None and self.wtmp:
             last = read_wtmp_last(self.wtmp, person.name)
@@ -247,18 +274,45 @@ class LocalBackend(Backend):
 
     def _add_long_data(self, person: Person) -> None:
         """What only the long form shows: the mail status and the dot files."""
-        try:
-            st = os.stat(f"{self.mail_dir}/{person.name}")
-        except OSError:
-            pass
-        else:
-            if st.st_size:
-                person.mail_received, person.mail_read = int(st.st_mtime), int(st.st_atime)
+        shown = person.shown
+        if "mail" in shown:
+            try:
+                st = os.stat(f"{self.mail_dir}/{person.name}")
+            except OSError:
+                pass
+            else:
+                if st.st_size:
+                    person.mail_received, person.mail_read = int(st.st_mtime), int(st.st_atime)
         limit = self.max_file_bytes
-        person.pgpkey = show_file(f"{person.dir}/.pgpkey", limit)
-        person.project = show_file(f"{person.dir}/.project", limit)
-        person.plan = show_file(f"{person.dir}/.plan", limit)
+        if "pgpkey" in shown:
+            person.pgpkey = show_file(f"{person.dir}/.pgpkey", limit)
+        if "project" in shown:
+            person.project = show_file(f"{person.dir}/.project", limit)
+        if "plan" in shown:
+            person.plan = show_file(f"{person.dir}/.plan", limit)
 
 
-def _person(pw: pwd.struct_passwd) -> Person:
-    return Person(pw.pw_name, pw.pw_gecos, pw.pw_dir, pw.pw_shell)
+def field_set(options: Options, key: str, default: tuple[str, ...]) -> frozenset[str]:
+    """A list of field names (fingerd/bsdfinger.py's FIELDS); an unknown one is an error
+    naming the file, the line and the field most like it."""
+    names = options.string_list(key, list(default))
+    for name in names:
+        if name not in FIELDS:
+            import difflib  # the error path only
+
+            close = difflib.get_close_matches(name, FIELDS, 1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise options.error(key, f"unknown field {name!r}{hint} "
+                                f"(fields: {', '.join(FIELDS)})")
+    return frozenset(names)
+
+
+def networks(options: Options, key: str) -> tuple[Network, ...]:
+    """A list of networks, ``"192.0.2.0/24"`` or ``"2001:db8::/64"``."""
+    parsed = []
+    for text in options.string_list(key, []):
+        try:
+            parsed.append(Network(text))
+        except ValueError as e:
+            raise options.error(key, str(e)) from None
+    return tuple(parsed)
