@@ -75,7 +75,9 @@ class TestLocalContract(BackendContract):
                         expect_verbose="Login: nobody", env={"TZ": "UTC"},
                         bad_options=[("form", "medium"), ("uid_min", -1), ("uid_max", "1"),
                                      ("uid_max", NOBODY.pw_uid - 1), ("max_file_bytes", -5),
-                                     ("utmp", 7)])
+                                     ("utmp", 7), ("fields", ["plan", "fromhost"]),
+                                     ("local_fields", "plan"), ("local_fields", [1]),
+                                     ("local_networks", ["10.0.0.1/8"])])
 
 
 # -- who is shown ---------------------------------------------------------------------------------
@@ -132,6 +134,70 @@ def test_configured_range_shows_nobody(tmp_path: Path) -> None:
     assert answer.startswith(f"Login: nobody         \t\t\tName: {NOBODY.pw_gecos}\n"
                              f"Directory: {NOBODY.pw_dir:<25}\tShell: {NOBODY.pw_shell}\n")
     assert "Never logged in.\nNo mail.\nNo Plan.\n" in answer
+
+
+# -- the fields shown ----------------------------------------------------------------------------
+
+def test_unknown_field_is_an_error_with_file_line_and_suggestion(tmp_path: Path) -> None:
+    """A misspelt field in ``fields`` or ``local_fields`` is a config error naming the file,
+    the line, the key, the field and the field it most likely meant (``fingerd check``)."""
+    config = write_config(tmp_path / "fingerd.toml",
+                          [{"type": "local", "local_fields": ["login", "fromhost"]}])
+    check = run_cli(config, "check")
+    assert check.returncode == 1
+    assert check.stderr.strip() == (
+        f"fingerd: {config}:5: backend[1].local_fields: unknown field 'fromhost'; did you mean "
+        "'from-host'? (fields: login, name, office, phone, directory, shell, on-since, "
+        "from-host, last-login, mail, pgpkey, project, plan)")
+    config = write_config(tmp_path / "fingerd.toml",
+                          [{"type": "local", "fields": ["zzz"]}])
+    check = run_cli(config, "check")
+    assert "backend[1].fields: unknown field 'zzz' (fields: login," in check.stderr
+
+
+def test_bad_local_network_is_an_error(tmp_path: Path) -> None:
+    """A local network with host bits set is an error that says which network was meant."""
+    config = write_config(tmp_path / "fingerd.toml",
+                          [{"type": "local", "local_networks": ["192.168.1.7/24"]}])
+    check = run_cli(config, "check")
+    assert check.returncode == 1
+    assert check.stderr.strip().endswith(
+        ":5: backend[1].local_networks: '192.168.1.7/24' has host bits set; did you mean "
+        "'192.168.1.0/24'?")
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "fingerd", *args, "--config", str(config)],
+                          capture_output=True, text=True, env=child_env(), timeout=60)
+
+
+def test_remote_askers_get_the_privacy_first_defaults(tmp_path: Path) -> None:
+    """Without fields options, an asker the front end cannot vouch for ("") or a remote one
+    gets no directory, shell, mail or from-host; a loopback one gets all of it."""
+    now = int(time.time())
+    write_utmp(tmp_path / "utmp", [utmp_entry("nobody", "pts/41", now - 7200, "far.example")])
+    backend = make_backend(nobody_table(tmp_path))
+    for remote in ("", "192.0.2.1", "::ffff:10.0.0.1"):
+        answer = backend.lookup(Query("nobody", verbose=True, remote=remote))
+        assert answer is not None and answer.startswith("Login: nobody"), remote
+        for hidden in ("Directory:", "Shell:", "far.example", "mail"):
+            assert hidden not in answer, (remote, answer)
+        assert "On since" in answer
+    for remote in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        answer = backend.lookup(Query("nobody", verbose=True, remote=remote))
+        assert answer is not None
+        for shown in ("Directory:", "Shell:", "far.example", "No mail."):
+            assert shown in answer, (remote, answer)
+
+
+def test_hidden_fields_are_not_even_read(tmp_path: Path) -> None:
+    """What is not shown is not gathered: without last-login no lastlog is read (a lastlog
+    path that is a FIFO would hang a reader), without on-since no terminal is looked at."""
+    os.mkfifo(tmp_path / "fifo")
+    table = nobody_table(tmp_path, lastlog=str(tmp_path / "fifo"), wtmp=str(tmp_path / "fifo"),
+                         fields=["login", "name"])
+    answer = make_backend(table).lookup(Query("nobody", verbose=True))
+    assert answer == f"Login: nobody         \t\t\tName: {NOBODY.pw_gecos}\n"
 
 
 # -- utmp, wtmp, lastlog, mail: records written by glibc ------------------------------------------

@@ -21,6 +21,8 @@ from capture_finger import DATA, capture, load_host
 from conftest import IS_ROOT, require
 
 from fingerd.bsdfinger import (
+    ALL,
+    FIELDS,
     Person,
     Session,
     _entries,
@@ -135,6 +137,84 @@ def test_captures_are_what_finger_prints_today(tmp_path: Path) -> None:
     assert [p.name for p in written] == committed
     for path in written:
         assert path.read_bytes() == (DATA / path.name).read_bytes(), path.name
+
+
+# -- fields left out (RFC 1288 §3.2.3) -----------------------------------------------------------
+
+# field: (account, a text that only that field puts in the account's long form)
+FIELD_TEXT = {
+    "login": ("alice", "Login: alice"), "name": ("alice", "Alice Liddell"),
+    "office": ("alice", "Room 5"), "phone": ("alice", "555-1234"),
+    "directory": ("alice", "Directory: /home/alice"), "shell": ("alice", "Shell: /bin/bash"),
+    "on-since": ("alice", "On since"), "from-host": ("alice", "remote.example"),
+    "last-login": ("bob", "Last login"), "mail": ("alice", "New mail received"),
+    "pgpkey": ("bob", "PGP key:"), "project": ("alice", "Project:"), "plan": ("alice", "Plan:")}
+NEEDS = {"from-host": "on-since"}  # alice's remote.example is on a live session's line
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_a_field_left_out_of_the_long_form(field: str) -> None:
+    """Without one field its text is gone from the long form and every other field's text
+    is still there (but what shows only with it)."""
+    assert set(FIELD_TEXT) == ALL
+    name, text = FIELD_TEXT[field]
+    full = person(name)
+    assert text in long_form([full], NOW)
+    narrowed = person(name)
+    narrowed.shown = ALL - {field}
+    answer = long_form([narrowed], NOW)
+    assert text not in answer, answer
+    for other, (who, other_text) in FIELD_TEXT.items():
+        if who == name and other != field and NEEDS.get(other) != field:
+            assert other_text in answer, (other, answer)
+
+
+def test_lines_with_one_half_and_none() -> None:
+    """lprint()'s two-field lines keep the half that is shown and go when both are not;
+    with no field at all the long form is empty."""
+    p = person("alice")
+    p.shown = frozenset({"login", "shell"})
+    assert long_form([p], NOW) == "Login: alice\nShell: /bin/bash\n"
+    p.shown = frozenset({"name", "directory"})
+    assert long_form([p], NOW) == "Name: Alice Liddell\nDirectory: /home/alice\n"
+    p.shown = frozenset()
+    assert long_form([p], NOW) == ""
+
+
+def test_without_on_since_the_last_login_is_shown_as_if_logged_out() -> None:
+    """Without on-since, a logged-in user's last login is shown (it always is when nobody is
+    logged in), so being logged in cannot be told from its absence; the short form has one
+    row for it, not one per session."""
+    p = person("alice")
+    p.shown = ALL - {"on-since"}
+    answer = long_form([p], NOW)
+    assert "On since" not in answer and "pts/5" not in answer
+    assert "\nLast login Tue Jan 13 12:00 (UTC) on pts/1 from old.example\n" in answer
+    short = short_form([person("alice", long=False)], NOW).splitlines()
+    p = person("alice", long=False)
+    p.shown = ALL - {"on-since"}
+    assert len(short) == 3
+    assert short_form([p], NOW).splitlines() == [
+        short[0], "alice     Alice Liddell   pts/1       *  Jan 13 12:00 (old.example)"]
+
+
+def test_short_form_row_without_session_columns() -> None:
+    """A short-form row with neither on-since nor last-login keeps its columns: blanks
+    where the session was, then the office and phone."""
+    p = person("alice", long=False)
+    p.shown = ALL - {"on-since", "last-login"}
+    rows = short_form([p], NOW).splitlines()
+    assert rows[1] == f"alice     Alice Liddell  {' ' * 28} Room 5     555-1234"
+    assert rows[0].index("Office") == rows[1].index("Room 5")
+
+
+def test_from_host_left_out_of_the_short_form() -> None:
+    """Without from-host the short form shows the office and phone where the host was."""
+    p = person("alice", long=False)
+    p.shown = ALL - {"from-host"}
+    answer = short_form([p], NOW)
+    assert "remote.example" not in answer
+    assert answer.count("Room 5     555-1234") == 2
 
 
 # -- the pieces, where the captures do not reach every branch ---------------------------------
