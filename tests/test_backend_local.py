@@ -306,7 +306,8 @@ def test_long_form_by_default_with_form_long(tmp_path: Path) -> None:
     assert long is not None and long.startswith("Login: nobody")
 
 
-def handler_imports(config: Path, query: str, cache: Path) -> tuple[set[str], list[str]]:
+def handler_imports(config: Path, query: str, cache: Path,
+                    remote: str = "") -> tuple[set[str], list[str]]:
     """The modules one handler run imports, as ``fingerd@.service`` runs it: Debian's
     /usr/bin/python3 with -I (no venv, whose .pth imports ``re`` and would hide it), this
     checkout's package, the config from the marshal cache. (every module, the ones imported
@@ -315,6 +316,8 @@ def handler_imports(config: Path, query: str, cache: Path) -> tuple[set[str], li
             f"sys.argv = ['fingerd', '--config', {str(config)!r}]; "
             "from fingerd.cli import run; run()")
     env = {"CACHE_DIRECTORY": str(cache), "HOME": "/", "PATH": "/usr/bin:/bin"}
+    if remote:
+        env["REMOTE_ADDR"] = remote  # as systemd gives it to fingerd@.service
     for _ in range(2):  # the first run parses the TOML (tomllib imports re) and fills the cache
         proc = subprocess.run(["/usr/bin/python3", "-I", "-X", "importtime", "-c", code],
                               input=f"{query}\r\n".encode(), capture_output=True, env=env,
@@ -327,20 +330,25 @@ def handler_imports(config: Path, query: str, cache: Path) -> tuple[set[str], li
     return set(names), names[names.index("fingerd.handler") + 1:]
 
 
-@pytest.mark.parametrize("query", ["/W root", "root", ""])
-def test_import_cost_is_small(query: str) -> None:
-    """A local lookup, a long one and the listing, imports nothing but fingerd's own modules
-    and the built-in pwd and _struct (plus the handler's _socket, for the peer address): every
-    connection pays for every import. Never ``re``."""
+@pytest.mark.parametrize("query,options,remote", [
+    ("/W root", {}, ""), ("root", {}, "127.0.0.1"), ("", {}, "::1"),
+    ("/W root", {"local_networks": ["192.168.1.0/24", "2001:db8::/64"],
+                 "fields": ["login", "plan"]}, "192.168.1.5"),
+    ("/W root", {"local_networks": ["192.168.1.0/24"]}, "2001:db8::1")])
+def test_import_cost_is_small(query: str, options: dict[str, object], remote: str) -> None:
+    """A local lookup, a long one and the listing, with local networks or without, from a
+    local or a remote asker, imports nothing but fingerd's own modules and the built-in pwd
+    and _struct (plus the handler's _socket, for the peer address): every connection pays
+    for every import. Never ``re`` (``ipaddress`` would import it)."""
     with public_dir() as directory:
         write_utmp(directory / "utmp", [utmp_entry("root", "pts/1", int(time.time()) - 60)])
         (directory / "utmp").chmod(0o644)
         config = write_config(directory / "fingerd.toml",
                               [{"type": "local", "uid_min": 0, "uid_max": 0,
-                                "utmp": str(directory / "utmp")}],
+                                "utmp": str(directory / "utmp"), **options}],
                               {"list_users": True})
         (directory / "cache").mkdir()
-        everything, after_handler = handler_imports(config, query, directory / "cache")
+        everything, after_handler = handler_imports(config, query, directory / "cache", remote)
     assert "fingerd.backends.local" in after_handler
     assert "re" not in everything
     assert {m for m in after_handler if not m.startswith("fingerd.")} <= {

@@ -8,6 +8,9 @@
     # uid_max = 60000          # else 1000..60000: regular users only
     # form = "short"           # answer to a query without /W: "short" or "long"
     # show_private_homes = false   # show users whose home the service cannot enter
+    # fields = [...]             # what remote askers see (default: not from-host, directory,
+    # local_fields = [...]       #   shell, mail); what this host and local_networks see (all)
+    # local_networks = ["192.168.1.0/24"]
 
 The answer is produced in Python, in the format of Debian's ``finger`` program (bsd-finger
 0.17), so that clients see what they are used to, without a program started per query. This
@@ -29,6 +32,11 @@ known to this backend. Names are looked up exactly (case-sensitive, no real-name
 A user whose home directory the service cannot search (mode 0700, what Debian's adduser
 creates since bookworm) might have a ``~/.nofinger`` that cannot be seen, so is not shown
 either, unless ``show_private_homes = true``.
+
+What is shown of a shown user (RFC 1288 §3.2.3): ``local_fields`` to askers on this host or
+``local_networks`` (fingerd/networks.py), ``fields`` to everybody else, including an asker the
+front end cannot vouch for (``query.remote`` empty), less what the user's ``~/.fingerrc``
+hides (fingerd/fingerrc.py). Only what is shown is read.
 
 Files are read as the service user: a ``~/.plan`` that it cannot read is not shown. Like
 bsd-finger, the dot files are shown only if they are regular files (not symlinks), and at most
