@@ -79,6 +79,8 @@ def read(home: str, uid: int, fields: tuple[str, ...]) -> Hidden:
     no such file."""
     from fingerd.backends._read import read_capped
 
+    if not home.startswith("/"):
+        return Hidden()  # no home directory (an empty passwd field): no file of theirs
     strict = frozenset(fields) - {"login"}
     try:
         # O_NOFOLLOW: not a symlink to some other file; O_NONBLOCK: a FIFO does not hang.

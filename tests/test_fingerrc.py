@@ -46,8 +46,9 @@ def test_lines_not_understood_hide_what_they_name() -> None:
 
 
 def test_missing_file_hides_nothing(tmp_path: Path) -> None:
-    """No ~/.fingerrc (or no home directory at all): nothing hidden, nothing to log."""
-    for home in (tmp_path, tmp_path / "missing", tmp_path / "file"):
+    """No ~/.fingerrc (or no home directory at all, or an empty one in passwd, which must not
+    make /.fingerrc count): nothing hidden, nothing to log."""
+    for home in (tmp_path, tmp_path / "missing", tmp_path / "file", ""):
         (tmp_path / "file").touch()
         hidden = fingerrc.read(str(home), os.getuid(), FIELDS)
         assert hidden.fields(local=False) == set() and hidden.problems == ()
