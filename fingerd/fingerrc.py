@@ -77,8 +77,6 @@ def parse(text: str, fields: tuple[str, ...]) -> Hidden:
 def read(home: str, uid: int, fields: tuple[str, ...]) -> Hidden:
     """What ``~/.fingerrc`` in ``home`` hides, for the account ``uid``; nothing if there is
     no such file."""
-    from fingerd.backends._read import read_capped
-
     if not home.startswith("/"):
         return Hidden()  # no home directory (an empty passwd field): no file of theirs
     strict = frozenset(fields) - {"login"}
@@ -91,6 +89,8 @@ def read(home: str, uid: int, fields: tuple[str, ...]) -> Hidden:
     except OSError as e:
         return Hidden(strict, problems=(f"cannot be read ({e.strerror}); showing the login "
                                         "only",))
+    from fingerd.backends._read import read_capped
+
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -339,7 +339,9 @@ def test_import_cost_is_small(query: str, options: dict[str, object], remote: st
     """A local lookup, a long one and the listing, with local networks or without, from a
     local or a remote asker, imports nothing but fingerd's own modules and the built-in pwd
     and _struct (plus the handler's _socket, for the peer address): every connection pays
-    for every import. Never ``re`` (``ipaddress`` would import it)."""
+    for every import. Never ``re`` (``ipaddress`` would import it); the local networks'
+    module only when some are configured, and the ~/.fingerrc reader only for a user who has
+    one."""
     with public_dir() as directory:
         write_utmp(directory / "utmp", [utmp_entry("root", "pts/1", int(time.time()) - 60)])
         (directory / "utmp").chmod(0o644)
@@ -351,6 +353,8 @@ def test_import_cost_is_small(query: str, options: dict[str, object], remote: st
         everything, after_handler = handler_imports(config, query, directory / "cache", remote)
     assert "fingerd.backends.local" in after_handler
     assert "re" not in everything
+    assert "fingerd.fingerrc" not in after_handler  # root has no ~/.fingerrc
+    assert ("fingerd.networks" in after_handler) == ("local_networks" in options)
     assert {m for m in after_handler if not m.startswith("fingerd.")} <= {
         "_struct", "pwd", "_socket"}, after_handler
 

@@ -40,6 +40,8 @@ def test_configured_networks() -> None:
     for address in ("192.0.3.1", "198.51.100.8", "2001:db8:0:1::1", "10.0.0.1"):
         assert not is_local(address, nets), address
     assert is_local("10.1.2.3", (Network("0.0.0.0/0"),))
+    assert is_local("192.0.2.9", (Network("::ffff:192.0.2.0/120"),))  # IPv4-mapped
+    assert not is_local("192.0.3.9", (Network("::ffff:192.0.2.0/120"),))
     assert not is_local("::1:2", (Network("0.0.0.0/0"),))
 
 
@@ -47,6 +49,8 @@ def test_configured_networks() -> None:
     ("192.0.2.1/24", "has host bits set; did you mean '192.0.2.0/24'?"),
     ("2001:db8::1/64", "has host bits set; did you mean '2001:db8::/64'?"),
     ("192.0.2.0/33", "the prefix length must be 0 to 32"),
+    ("::ffff:192.0.2.0/64", "the prefix length must be 96 to 128"),
+    ("::ffff:192.0.2.1/120", "has host bits set"),
     ("2001:db8::/129", "the prefix length must be 0 to 128"),
     ("192.0.2.0/-1", "the prefix length must be 0 to 32"),
     ("192.0.2.0/", "the prefix length must be 0 to 32"),
@@ -62,14 +66,20 @@ def test_bad_networks(text: str, reason: str) -> None:
 
 @given(st.ip_addresses(), st.ip_addresses(), st.integers(0, 128))
 def test_agrees_with_ipaddress(address: object, base: object, length: int) -> None:
-    """For any address and network, the hand-written match says what ipaddress says."""
+    """For any address and network, the hand-written match says what ipaddress says (with
+    IPv4-mapped addresses and networks taken as IPv4)."""
     assert isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
     assert isinstance(base, ipaddress.IPv4Address | ipaddress.IPv6Address)
     length = min(length, base.max_prefixlen)
     network = ipaddress.ip_network(f"{base}/{length}", strict=False)
     ours = Network(str(network))
+    # fingerd matches IPv4-mapped addresses and networks (::ffff:0:0/96) as IPv4 ones.
     candidate = address
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         candidate = address.ipv4_mapped
+    mapped = network.network_address
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None and (
+            network.prefixlen >= 96):
+        network = ipaddress.ip_network(f"{mapped.ipv4_mapped}/{network.prefixlen - 96}")
     expected = candidate in network or candidate.is_loopback
     assert is_local(str(address), (ours,)) == expected

@@ -17,13 +17,9 @@ The answer is produced in Python, in the format of Debian's ``finger`` program (
 module decides who is shown and gathers what finger would find; fingerd/utmp.py reads the
 login records and fingerd/bsdfinger.py prints them:
 
-- ``/W user`` gets the long form (``finger -l user``): login, name (GECOS, ``&`` expanded),
-  directory, shell, office and phones, one line per login session from utmp with idle time
-  and "(messages off)", else the last login (lastlog; wtmp when lastlog has no record), mail
-  status from the mail spool's times, and ``~/.pgpkey``, ``~/.project`` and ``~/.plan``.
-- ``user`` gets the short form (``finger -s user``), or the long form with ``form = "long"``
-  (what Debian's in.fingerd answers, since ``finger user`` defaults to long).
-- An empty query, when ``[server] list_users = true``, lists the logged-in users in the short
+- ``/W user`` gets the long form (``finger -l user``); ``user`` the short form (``finger -s
+  user``), or the long form with ``form = "long"`` (what Debian's in.fingerd answers);
+- an empty query, when ``[server] list_users = true``, lists the logged-in users in the short
   form (``finger``), or the long form for ``/W`` (``finger -l``).
 
 Who is shown: accounts from the passwd database (NSS: files, LDAP, ...) whose UID lies in the
@@ -42,8 +38,8 @@ Files are read as the service user: a ``~/.plan`` that it cannot read is not sho
 bsd-finger, the dot files are shown only if they are regular files (not symlinks), and at most
 ``max_file_bytes`` of each. Control characters in them become ``^X``, as finger prints them.
 
-Per-connection cost: ``pwd`` and ``_struct`` are built into the interpreter; nothing else
-is imported but fingerd's own modules.
+Per-connection cost: ``pwd`` and ``_struct`` are built in; nothing else is imported but
+fingerd's own modules, and fingerrc.py, networks.py and _read.py only when they are needed.
 """
 
 from __future__ import annotations
@@ -52,10 +48,10 @@ import os
 import stat
 import time
 
-from fingerd import fingerrc, log
+from fingerd import log
 from fingerd.backend import Backend
 from fingerd.bsdfinger import FIELDS, Person, Session, add_last_login, long_form, short_form
-from fingerd.networks import Network, is_local
+from fingerd.protocol import is_loopback
 from fingerd.utmp import Login, read_lastlog, read_utmp, read_wtmp_last
 
 TYPE_CHECKING = False
@@ -63,6 +59,7 @@ if TYPE_CHECKING:
     import pwd
 
     from fingerd.config import Options
+    from fingerd.networks import Network
     from fingerd.protocol import Query
 
 LOGIN_DEFS = "/etc/login.defs"
@@ -72,6 +69,7 @@ WTMP = "/var/log/wtmp"
 LASTLOG = "/var/log/lastlog"
 MAIL_DIR = "/var/mail"
 DEV_DIR = "/dev"
+FINGERRC = ".fingerrc"  # fingerd/fingerrc.py, imported only for a user who has one
 
 # What askers outside this host (and its local_networks) see by default: not where a user
 # logs in from, not the paths of their account, not their mail.
@@ -185,7 +183,7 @@ class LocalBackend(Backend):
         if account is None:
             return None
         now = int(time.time())
-        person = self._person(*account, is_local(query.remote, self.local_networks))
+        person = self._person(*account, self._is_local(query.remote))
         for login in self._logins():
             if login.user == person.name:
                 self._add_session(person, login, now)
@@ -197,7 +195,7 @@ class LocalBackend(Backend):
 
     def list_users(self, query: Query) -> str | None:
         now = int(time.time())
-        local = is_local(query.remote, self.local_networks)
+        local = self._is_local(query.remote)
         people: dict[str, tuple[Person, int] | None] = {}
         for login in self._logins():
             if login.user not in people:
@@ -242,15 +240,28 @@ class LocalBackend(Backend):
             return (pw, True) if self.show_private_homes else None
         return None  # ~/.nofinger: the user asked not to be shown
 
+    def _is_local(self, remote: str) -> bool:
+        """Is the asker on this host, or on one of ``local_networks``?"""
+        if is_loopback(remote):
+            return True
+        if not self.local_networks:
+            return False
+        from fingerd.networks import is_local
+
+        return is_local(remote, self.local_networks)
+
     def _person(self, pw: pwd.struct_passwd, private: bool, local: bool) -> Person:
         """The account, with the fields shown to this asker: the admin's for local or remote
         askers, less what the user's ~/.fingerrc hides."""
         person = Person(pw.pw_name, pw.pw_gecos, pw.pw_dir, pw.pw_shell)
         shown = self.local_fields if local else self.fields
-        if not private:  # else ~/.fingerrc cannot be seen either: the admin's fields apply
+        # A private home hides ~/.fingerrc too: then the admin's fields apply.
+        if not private and _exists(f"{pw.pw_dir}/{FINGERRC}"):
+            from fingerd import fingerrc
+
             hidden = fingerrc.read(pw.pw_dir, pw.pw_uid, FIELDS)
             for problem in hidden.problems:
-                log.warning(f"{pw.pw_dir}/{fingerrc.NAME}: {problem}")
+                log.warning(f"{pw.pw_dir}/{FINGERRC}: {problem}")
             shown = shown - hidden.fields(local)
         person.shown = shown
         return person
@@ -317,10 +328,27 @@ def field_set(options: Options, key: str, default: tuple[str, ...]) -> frozenset
 
 def networks(options: Options, key: str) -> tuple[Network, ...]:
     """A list of networks, ``"192.0.2.0/24"`` or ``"2001:db8::/64"``."""
+    texts = options.string_list(key, [])
+    if not texts:
+        return ()
+    from fingerd.networks import Network
+
     parsed = []
-    for text in options.string_list(key, []):
+    for text in texts:
         try:
             parsed.append(Network(text))
         except ValueError as e:
             raise options.error(key, str(e)) from None
     return tuple(parsed)
+
+
+def _exists(path: str) -> bool:
+    """False only when ``path`` is certainly not there; any other answer is left to the
+    reader, which reports it."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        pass
+    return True
