@@ -10,11 +10,12 @@ VPY := $(VENV)/bin/python
 ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 # Debian packages the tests use: the real finger client, systemd-socket-activate, unshare/ip
-# for a private network namespace, python3-systemd for journal records, the tools that
-# build and boot the packaging test's container, and python3-build/-installer/-setuptools:
-# the import-cost tests build the wheel and install it as pybuild does (tests/backend_fixtures.py).
+# for a private network namespace, python3-systemd for journal records, faketime to run finger
+# at a fixed time (tests/capture_finger.py), the tools that build and boot the packaging test's
+# container, and python3-build/-installer/-setuptools: the import-cost tests build the wheel and
+# install it as pybuild does (tests/backend_fixtures.py).
 APT_PACKAGES := python3 python3-venv python3-wheel python3-systemd finger systemd iproute2 util-linux \
-	openssl ca-certificates python3-build python3-installer python3-setuptools
+	openssl ca-certificates faketime python3-build python3-installer python3-setuptools
 
 .PHONY: all run check test lint deps apt-deps clean
 

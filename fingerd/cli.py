@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                            description="Print exactly the bytes a client would get for "
                                        "`[/W] [USER]`, without any network.")
     query.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
+    query.add_argument("--from", dest="remote", metavar="ADDRESS", default="",
+                       help="answer as to a client at ADDRESS (e.g. 127.0.0.1: a local asker); "
+                            "default: an address nobody vouches for, answered as remote")
     query.add_argument("words", nargs="*", metavar="[/W] [USER]",
                        help="the query, as a finger client sends it: /W for the long form")
 
@@ -109,7 +112,7 @@ def _commands(argv: Sequence[str]) -> int:
 
     try:
         if args.command == "query":
-            return _query(args.config, args.words)
+            return _query(args.config, args.words, args.remote)
         if args.command == "check":
             return _check(args.config)
         from fingerd.server import serve
@@ -122,13 +125,13 @@ def _commands(argv: Sequence[str]) -> int:
         return 1
 
 
-def _query(config_path: str | None, words: list[str]) -> int:
+def _query(config_path: str | None, words: list[str], remote: str = "") -> int:
     from fingerd.chain import service_from
     from fingerd.config import load
     from fingerd.runner import alarm_runner
 
     service = service_from(load(config_path))
-    reply = service.respond(" ".join(words).encode("utf-8") + b"\r\n", alarm_runner)
+    reply = service.respond(" ".join(words).encode("utf-8") + b"\r\n", alarm_runner, remote)
     sys.stdout.buffer.write(reply.data)
     sys.stdout.flush()
     return 0

@@ -4,7 +4,8 @@ Everything on the wire is decided in this module: the query grammar (§2.3), the
 (the refusals use the RFC's own wording, §2.5.5 and §3.2.1), and the output filter that §3.3
 asks for. The handler and the long-running server both call it, so they answer the same bytes.
 
-This module is on the per-connection hot path: it imports nothing.
+This module is on the per-connection hot path: it imports nothing (but the built-in
+``_socket``, when an address is checked).
 """
 
 from __future__ import annotations
@@ -263,6 +264,35 @@ def client_address(peer: object) -> str:
     """
     host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
     return host[7:] if host.startswith("::ffff:") and "." in host else host
+
+
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d, how a dual-stack socket shows IPv4
+_V6_LOOPBACK = b"\0" * 15 + b"\x01"  # ::1
+
+
+def pack_address(address: str) -> bytes | None:
+    """An IP address as 4 bytes (IPv4, also IPv4-mapped IPv6) or 16 (IPv6); None if it is
+    not one. A zone (``fe80::1%eth0``) is dropped. ``_socket`` is built in, and the front
+    ends have it loaded already; ``ipaddress`` would import ``re``."""
+    import _socket
+
+    address = address.partition("%")[0]
+    family = _socket.AF_INET6 if ":" in address else _socket.AF_INET
+    try:
+        packed = _socket.inet_pton(family, address)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return None
+    if len(packed) == 16 and packed[:12] == _V4_MAPPED:
+        return packed[12:]
+    return packed
+
+
+def is_loopback(address: str) -> bool:
+    """Is the client on this host: 127.0.0.0/8, ::1 or ::ffff:127.x.y.z? An empty address
+    (one the front end cannot vouch for, see :class:`Query`) is not."""
+    packed = pack_address(address) if address else None
+    return packed is not None and ((len(packed) == 4 and packed[0] == 127)
+                                   or packed == _V6_LOOPBACK)
 
 
 def reply_line(message: str) -> bytes:

@@ -16,8 +16,6 @@ per-connection handler under ``systemd-socket-activate --inetd``.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import pwd
 import shutil
@@ -29,13 +27,22 @@ from pathlib import Path
 import pytest
 from backend_fixtures import (
     PYTHON,
+    REPO,
     child_env,
     make_backend,
     needs_root,
     public_dir,
-    run_installed,
+    write_config,
 )
 from conftest import require
+from login_records import (
+    DEAD_PROCESS,
+    LOGIN_PROCESS,
+    utmp_entry,
+    write_lastlog,
+    write_utmp,
+    write_wtmp,
+)
 
 from fingerd.backends.local import login_defs_range, valid_name
 from fingerd.chain import service_from
@@ -44,82 +51,7 @@ from fingerd.protocol import LIST_DENIED, Query
 from fingerd.testing import BackendContract, World
 
 NOBODY = pwd.getpwnam("nobody")
-
-# -- glibc's own structures, to write records the way login(1) and sshd do ------------------------
-
-libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
-class ExitStatus(ctypes.Structure):
-    _fields_ = [("e_termination", ctypes.c_short), ("e_exit", ctypes.c_short)]
-
-
-class TimeVal32(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_int32), ("tv_usec", ctypes.c_int32)]
-
-
-class Utmp(ctypes.Structure):
-    """struct utmp, <bits/utmp.h> (Linux, 64-bit with 32-bit time compatibility)."""
-
-    _fields_ = [("ut_type", ctypes.c_short), ("ut_pid", ctypes.c_int),
-                ("ut_line", ctypes.c_char * 32), ("ut_id", ctypes.c_char * 4),
-                ("ut_user", ctypes.c_char * 32), ("ut_host", ctypes.c_char * 256),
-                ("ut_exit", ExitStatus), ("ut_session", ctypes.c_int32),
-                ("ut_tv", TimeVal32), ("ut_addr_v6", ctypes.c_int32 * 4),
-                ("unused", ctypes.c_char * 20)]
-
-
-class LastLog(ctypes.Structure):
-    """struct lastlog, <bits/utmp.h>."""
-
-    _fields_ = [("ll_time", ctypes.c_int32), ("ll_line", ctypes.c_char * 32),
-                ("ll_host", ctypes.c_char * 256)]
-
-
-USER_PROCESS, DEAD_PROCESS, LOGIN_PROCESS = 7, 8, 6
-
-
-def utmp_entry(user: str, line: str, when: int, host: str = "",
-               kind: int = USER_PROCESS) -> Utmp:
-    entry = Utmp()
-    entry.ut_type = kind
-    entry.ut_pid = 4242
-    entry.ut_line = line.encode()
-    entry.ut_id = line.encode()[-4:]
-    entry.ut_user = user.encode()
-    entry.ut_host = host.encode()
-    entry.ut_tv.tv_sec = when
-    return entry
-
-
-def write_utmp(path: Path, entries: list[Utmp]) -> None:
-    """Write utmp records with glibc's utmpname()/pututline(), as login(1) does."""
-    assert ctypes.sizeof(Utmp) == 384
-    path.touch()
-    assert libc.utmpname(str(path).encode()) == 0
-    libc.setutent()
-    for entry in entries:
-        assert libc.pututline(ctypes.byref(entry)), os.strerror(ctypes.get_errno())
-    libc.endutent()
-    libc.utmpname(b"/var/run/utmp")
-
-
-def write_wtmp(path: Path, entries: list[Utmp]) -> None:
-    """Append records with glibc's updwtmp(), as login(1) does for wtmp."""
-    path.touch()  # updwtmp() does not create the file
-    for entry in entries:
-        libc.updwtmp(str(path).encode(), ctypes.byref(entry))
-    assert path.stat().st_size == len(entries) * ctypes.sizeof(Utmp)
-
-
-def write_lastlog(path: Path, records: dict[int, tuple[int, str, str]]) -> None:
-    """lastlog(8)'s file: one struct lastlog per UID, at offset uid * 292."""
-    assert ctypes.sizeof(LastLog) == 292
-    with path.open("r+b" if path.exists() else "w+b") as f:
-        for uid, (when, line, host) in records.items():
-            f.seek(uid * ctypes.sizeof(LastLog))
-            f.write(bytes(LastLog(when, line.encode(), host.encode())))
-
+LOCAL = "127.0.0.1"  # a loopback asker: shown every field by default
 
 # -- the contract, with the one account every Debian host has -------------------------------------
 
@@ -143,7 +75,9 @@ class TestLocalContract(BackendContract):
                         expect_verbose="Login: nobody", env={"TZ": "UTC"},
                         bad_options=[("form", "medium"), ("uid_min", -1), ("uid_max", "1"),
                                      ("uid_max", NOBODY.pw_uid - 1), ("max_file_bytes", -5),
-                                     ("utmp", 7)])
+                                     ("utmp", 7), ("fields", ["plan", "fromhost"]),
+                                     ("local_fields", "plan"), ("local_fields", [1]),
+                                     ("local_networks", ["10.0.0.1/8"])])
 
 
 # -- who is shown ---------------------------------------------------------------------------------
@@ -195,11 +129,75 @@ def test_strict_name_pattern(name: str, ok: bool) -> None:
 def test_configured_range_shows_nobody(tmp_path: Path) -> None:
     """An account inside a configured range is shown: login, name, directory, shell."""
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None
     assert answer.startswith(f"Login: nobody         \t\t\tName: {NOBODY.pw_gecos}\n"
                              f"Directory: {NOBODY.pw_dir:<25}\tShell: {NOBODY.pw_shell}\n")
     assert "Never logged in.\nNo mail.\nNo Plan.\n" in answer
+
+
+# -- the fields shown ----------------------------------------------------------------------------
+
+def test_unknown_field_is_an_error_with_file_line_and_suggestion(tmp_path: Path) -> None:
+    """A misspelt field in ``fields`` or ``local_fields`` is a config error naming the file,
+    the line, the key, the field and the field it most likely meant (``fingerd check``)."""
+    config = write_config(tmp_path / "fingerd.toml",
+                          [{"type": "local", "local_fields": ["login", "fromhost"]}])
+    check = run_cli(config, "check")
+    assert check.returncode == 1
+    assert check.stderr.strip() == (
+        f"fingerd: {config}:5: backend[1].local_fields: unknown field 'fromhost'; did you mean "
+        "'from-host'? (fields: login, name, office, phone, directory, shell, on-since, "
+        "from-host, last-login, mail, pgpkey, project, plan)")
+    config = write_config(tmp_path / "fingerd.toml",
+                          [{"type": "local", "fields": ["zzz"]}])
+    check = run_cli(config, "check")
+    assert "backend[1].fields: unknown field 'zzz' (fields: login," in check.stderr
+
+
+def test_bad_local_network_is_an_error(tmp_path: Path) -> None:
+    """A local network with host bits set is an error that says which network was meant."""
+    config = write_config(tmp_path / "fingerd.toml",
+                          [{"type": "local", "local_networks": ["192.168.1.7/24"]}])
+    check = run_cli(config, "check")
+    assert check.returncode == 1
+    assert check.stderr.strip().endswith(
+        ":5: backend[1].local_networks: '192.168.1.7/24' has host bits set; did you mean "
+        "'192.168.1.0/24'?")
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "fingerd", *args, "--config", str(config)],
+                          capture_output=True, text=True, env=child_env(), timeout=60)
+
+
+def test_remote_askers_get_the_privacy_first_defaults(tmp_path: Path) -> None:
+    """Without fields options, an asker the front end cannot vouch for ("") or a remote one
+    gets no directory, shell, mail or from-host; a loopback one gets all of it."""
+    now = int(time.time())
+    write_utmp(tmp_path / "utmp", [utmp_entry("nobody", "pts/41", now - 7200, "far.example")])
+    backend = make_backend(nobody_table(tmp_path))
+    for remote in ("", "192.0.2.1", "::ffff:10.0.0.1"):
+        answer = backend.lookup(Query("nobody", verbose=True, remote=remote))
+        assert answer is not None and answer.startswith("Login: nobody"), remote
+        for hidden in ("Directory:", "Shell:", "far.example", "mail"):
+            assert hidden not in answer, (remote, answer)
+        assert "On since" in answer
+    for remote in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        answer = backend.lookup(Query("nobody", verbose=True, remote=remote))
+        assert answer is not None
+        for shown in ("Directory:", "Shell:", "far.example", "No mail."):
+            assert shown in answer, (remote, answer)
+
+
+def test_hidden_fields_are_not_even_read(tmp_path: Path) -> None:
+    """What is not shown is not gathered: without last-login no lastlog is read (a lastlog
+    path that is a FIFO would hang a reader), without on-since no terminal is looked at."""
+    os.mkfifo(tmp_path / "fifo")
+    table = nobody_table(tmp_path, lastlog=str(tmp_path / "fifo"), wtmp=str(tmp_path / "fifo"),
+                         fields=["login", "name"])
+    answer = make_backend(table).lookup(Query("nobody", verbose=True))
+    assert answer == f"Login: nobody         \t\t\tName: {NOBODY.pw_gecos}\n"
 
 
 # -- utmp, wtmp, lastlog, mail: records written by glibc ------------------------------------------
@@ -214,12 +212,12 @@ def test_utmp_sessions_are_shown(tmp_path: Path) -> None:
         utmp_entry("LOGIN", "tty3", now, kind=LOGIN_PROCESS),
         utmp_entry("root", "pts/43", now - 60)])
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None
     since = time.strftime("%a %b %e %R (%Z)", time.localtime(now - 7200))
     assert f"\nOn since {since} on pts/41 from far.example\n" in answer
     assert "pts/42" not in answer and "pts/43" not in answer and "tty3" not in answer
-    short = backend.lookup(Query("nobody"))
+    short = backend.lookup(Query("nobody", remote=LOCAL))
     assert short is not None and "pts/41" in short and "(far.example)" in short
 
 
@@ -257,11 +255,11 @@ def test_last_login_from_lastlog(tmp_path: Path) -> None:
     recent, old = int(time.time()) - 86400 * 3, int(time.time()) - 86400 * 300
     write_lastlog(tmp_path / "lastlog", {NOBODY.pw_uid: (recent, "pts/7", "old.example")})
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     when = time.strftime("%a %b %e %R (%Z)", time.localtime(recent))
     assert answer is not None and f"\nLast login {when} on pts/7 from old.example\n" in answer
     write_lastlog(tmp_path / "lastlog", {NOBODY.pw_uid: (old, "tty1", "")})
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     when = time.strftime("%a %b %e %R %Y (%Z)", time.localtime(old))
     assert answer is not None and f"\nLast login {when} on tty1\n" in answer
 
@@ -274,7 +272,7 @@ def test_last_login_falls_back_to_wtmp(tmp_path: Path) -> None:
                                    utmp_entry("root", "pts/5", now - 3000),
                                    utmp_entry("", "pts/4", now - 3500, kind=DEAD_PROCESS)])
     backend = make_backend(nobody_table(tmp_path))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None and " on pts/4 from b.example\n" in answer
     assert "Never logged in." not in answer
 
@@ -286,17 +284,17 @@ def test_mail_status(tmp_path: Path) -> None:
     spool = tmp_path / "mail" / "nobody"
     spool.write_text("From x\n")
     os.utime(spool, (1_700_000_000, 1_700_001_000))  # atime (read) before mtime (received)
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     fmt = "%a %b %e %R %Y (%Z)"
     assert answer is not None
     assert (f"New mail received {time.strftime(fmt, time.localtime(1_700_001_000))}\n"
             f"     Unread since {time.strftime(fmt, time.localtime(1_700_000_000))}\n") in answer
     os.utime(spool, (1_700_002_000, 1_700_001_000))
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None
     assert f"Mail last read {time.strftime(fmt, time.localtime(1_700_002_000))}\n" in answer
     spool.write_text("")
-    answer = backend.lookup(Query("nobody", verbose=True))
+    answer = backend.lookup(Query("nobody", verbose=True, remote=LOCAL))
     assert answer is not None and "\nNo mail.\n" in answer
 
 
@@ -308,21 +306,57 @@ def test_long_form_by_default_with_form_long(tmp_path: Path) -> None:
     assert long is not None and long.startswith("Login: nobody")
 
 
-def test_import_cost_is_small() -> None:
-    """Importing the backend and answering imports nothing but fingerd's own modules (and
-    the built-in pwd and _struct): every connection pays for every import."""
-    code = ("import sys, fingerd.handler\n"
-            "before = set(sys.modules)\n"
-            "from fingerd.backends.local import LocalBackend\n"
-            "from fingerd.config import Options\n"
-            "from fingerd.protocol import Query\n"
-            "b = LocalBackend(Options({'uid_min': 0, 'uid_max': 65534}, 'x', 'b'))\n"
-            "b.lookup(Query('root', True)); b.lookup(Query('root')); b.list_users(Query(''))\n"
-            "print(' '.join(sorted(set(sys.modules) - before)))\n")
-    proc = run_installed(code)  # the .deb's files on /usr/bin/python3 -I, never the venv
+def handler_imports(config: Path, query: str, cache: Path,
+                    remote: str = "") -> tuple[set[str], list[str]]:
+    """The modules one handler run imports, as ``fingerd@.service`` runs it: Debian's
+    /usr/bin/python3 with -I (no venv, whose .pth imports ``re`` and would hide it), this
+    checkout's package, the config from the marshal cache. (every module, the ones imported
+    after fingerd.handler)."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); "
+            f"sys.argv = ['fingerd', '--config', {str(config)!r}]; "
+            "from fingerd.cli import run; run()")
+    env = {"CACHE_DIRECTORY": str(cache), "HOME": "/", "PATH": "/usr/bin:/bin"}
+    if remote:
+        env["REMOTE_ADDR"] = remote  # as systemd gives it to fingerd@.service
+    for _ in range(2):  # the first run parses the TOML (tomllib imports re) and fills the cache
+        proc = subprocess.run(["/usr/bin/python3", "-I", "-X", "importtime", "-c", code],
+                              input=f"{query}\r\n".encode(), capture_output=True, env=env,
+                              timeout=60)
     assert proc.returncode == 0, proc.stderr
-    new = proc.stdout.split()
-    assert {m for m in new if not m.startswith("fingerd.")} <= {"_struct", "struct", "pwd"}, new
+    assert proc.stdout.startswith(b"Login"), proc.stdout  # it answered from the local backend
+    names = [line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()
+             if line.startswith("import time:") and "self [us]" not in line]
+    assert "fingerd.handler" in names, names
+    return set(names), names[names.index("fingerd.handler") + 1:]
+
+
+@pytest.mark.parametrize("query,options,remote", [
+    ("/W root", {}, ""), ("root", {}, "127.0.0.1"), ("", {}, "::1"),
+    ("/W root", {"local_networks": ["192.168.1.0/24", "2001:db8::/64"],
+                 "fields": ["login", "plan"]}, "192.168.1.5"),
+    ("/W root", {"local_networks": ["192.168.1.0/24"]}, "2001:db8::1")])
+def test_import_cost_is_small(query: str, options: dict[str, object], remote: str) -> None:
+    """A local lookup, a long one and the listing, with local networks or without, from a
+    local or a remote asker, imports nothing but fingerd's own modules and the built-in pwd
+    and _struct (plus the handler's _socket, for the peer address): every connection pays
+    for every import. Never ``re`` (``ipaddress`` would import it); the local networks'
+    module only when some are configured, and the ~/.fingerrc reader only for a user who has
+    one."""
+    with public_dir() as directory:
+        write_utmp(directory / "utmp", [utmp_entry("root", "pts/1", int(time.time()) - 60)])
+        (directory / "utmp").chmod(0o644)
+        config = write_config(directory / "fingerd.toml",
+                              [{"type": "local", "uid_min": 0, "uid_max": 0,
+                                "utmp": str(directory / "utmp"), **options}],
+                              {"list_users": True})
+        (directory / "cache").mkdir()
+        everything, after_handler = handler_imports(config, query, directory / "cache", remote)
+    assert "fingerd.backends.local" in after_handler
+    assert "re" not in everything
+    assert "fingerd.fingerrc" not in after_handler  # root has no ~/.fingerrc
+    assert ("fingerd.networks" in after_handler) == ("local_networks" in options)
+    assert {m for m in after_handler if not m.startswith("fingerd.")} <= {
+        "_struct", "pwd", "_socket"}, after_handler
 
 
 # -- real accounts in a private namespace, compared with Debian's finger --------------------------
@@ -433,6 +467,7 @@ ip link set lo up
 cd /
 O=$S/out
 FINGERD="$PYTHON -m fingerd"
+QUERY="$FINGERD query --from 127.0.0.1"  # as a loopback client would ask
 run() { name=$1; shift; "$@" > "$O/$name" 2> "$O/$name.err"; }
 stop() {  # SIGTERM, and SIGKILL if it has not gone within 15 s
     kill -TERM "$1"
@@ -442,18 +477,18 @@ stop() {  # SIGTERM, and SIGKILL if it has not gone within 15 s
 for u in $USERS; do
     run "finger-l-$u" timeout 20 finger -l "$u"
     run "finger-s-$u" timeout 20 finger -s "$u"
-    run "query-l-$u" timeout 20 $FINGERD query --config /run/fingerd.toml /W "$u"
-    run "query-s-$u" timeout 20 $FINGERD query --config /run/fingerd.toml "$u"
+    run "query-l-$u" timeout 20 $QUERY --config /run/fingerd.toml /W "$u"
+    run "query-s-$u" timeout 20 $QUERY --config /run/fingerd.toml "$u"
 done
 run finger-list finger
 run finger-list-l finger -l
-run query-list timeout 20 $FINGERD query --config /run/fingerd.toml
-run query-list-l timeout 20 $FINGERD query --config /run/fingerd.toml /W
+run query-list timeout 20 $QUERY --config /run/fingerd.toml
+run query-list-l timeout 20 $QUERY --config /run/fingerd.toml /W
 
 # As the unprivileged service user, who cannot enter ivan's home.
 AS_NOBODY="setpriv --reuid=65534 --regid=65534 --clear-groups"
-run hidden-ivan timeout 20 $AS_NOBODY $FINGERD query --config /run/fingerd.toml /W ivan
-run shown-ivan timeout 20 $AS_NOBODY $FINGERD query --config /run/fingerd-show.toml /W ivan
+run hidden-ivan timeout 20 $AS_NOBODY $QUERY --config /run/fingerd.toml /W ivan
+run shown-ivan timeout 20 $AS_NOBODY $QUERY --config /run/fingerd-show.toml /W ivan
 
 # fingerd serve on the finger port, asked by the real client.
 $FINGERD serve --listen 127.0.0.1:79 --config /run/fingerd.toml --user nobody 2> "$O/serve.log" &
@@ -685,18 +720,3 @@ def test_namespace_logs_are_clean(host: Path) -> None:
         log = out(host, name)
         assert "Traceback" not in log and "failed" not in log and "error" not in log, log
     assert 'backend=local outcome=answered' in out(host, "serve.log")
-
-
-def test_idle_formats() -> None:
-    """Idle times below an hour show minutes and seconds ("5 minutes 30 seconds idle"), and
-    "(messages off)" goes on its own line after an idle time, as bsd-finger's lprint()."""
-    from fingerd.backends.local import Person, Session, _lprint
-
-    now = int(time.time())
-    person = Person(NOBODY)
-    session = Session("pts/0", "", now - 1000)
-    session.idle, session.writable = 5 * 60 + 30, False
-    person.sessions.append(session)
-    text: list[str] = []
-    _lprint(person, now, text)
-    assert " on pts/0   5 minutes 30 seconds idle\n     (messages off)\n" in "".join(text)
