@@ -30,6 +30,7 @@ slow clients apart with per-connection deadlines in a few lines.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import pwd
 import signal
@@ -169,7 +170,8 @@ class StatusService:
             log.send(f"status of {shown} {'cleared' if removed else 'cleared (there was none)'}"
                      f" by {account_name(uid)} (uid {uid})", log.INFO, **fields)
             return OK_REPLY if removed else NONE_REPLY
-        expires = int(now) + request.seconds if request.seconds else 0
+        # Rounded up: a status may outlive its time by under a second, never fall short of it.
+        expires = math.ceil(now + request.seconds) if request.seconds else 0
         self.store.put(user, Status(account.pw_uid, int(now), expires, request.text))
         until = f"expires in {request.seconds} s" if expires else "no expiry"
         log.send(f"status of {shown} set by {account_name(uid)} (uid {uid}), {until}",
