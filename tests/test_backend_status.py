@@ -5,6 +5,7 @@ a service that is down, silent or speaks garbage, and what the handler imports."
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -130,8 +131,8 @@ def test_service_not_running_fails_the_lookup_and_the_chain_goes_on() -> None:
 
 
 class FakeService:
-    """A UNIX socket server in a thread that answers every connection with ``reply`` after
-    ``delay`` seconds (or never, for None)."""
+    """A UNIX socket server in a thread that reads a request and answers it with ``reply``
+    after ``delay`` seconds (or never, for None)."""
 
     def __init__(self, reply: bytes | None, delay: float = 0.0) -> None:
         self.dir = tempfile.mkdtemp(prefix="fingerd-fake-status-")
@@ -153,6 +154,10 @@ class FakeService:
             except TimeoutError:
                 continue
             held.append(conn)
+            conn.settimeout(2)
+            # The request first, as the real service does (else the client's send may fail).
+            with contextlib.suppress(OSError):
+                conn.recv(4096)
             if self.reply is not None and not self.stopping.wait(self.delay):
                 conn.sendall(self.reply)
                 conn.close()
