@@ -213,13 +213,13 @@ def test_a_flood_of_sets_is_refused_and_the_status_stays_whole() -> None:
 
 
 def test_expired_status_is_not_answered() -> None:
-    """A status set `--for 1s` is gone after a second: GET answers NONE, `fingerd status`
-    says none is set, and the file is removed."""
+    """A status set `--for 3s` is gone after that: GET answers NONE, `fingerd status` says
+    none is set, and the file is removed."""
     me = my_name()
     with status_server() as server:
-        assert run_cli(server, "set", "--for", "1s", "Briefly").returncode == 0
+        assert run_cli(server, "set", "--for", "3s", "Briefly").returncode == 0
         assert stored(server, me).endswith(b"Briefly")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while stored(server, me) != b"NONE\n" and time.monotonic() < deadline:
             time.sleep(0.2)
         assert stored(server, me) == b"NONE\n"
@@ -270,16 +270,16 @@ def test_garbage_and_truncated_requests_get_one_error_line(data: bytes) -> None:
 def test_a_slow_client_is_cut_off_and_does_not_hold_up_others() -> None:
     """A client that sends half a request and waits gets "ERR timeout" after the request
     timeout; meanwhile other clients are answered at once."""
-    with status_server("--request-timeout", "1") as server, \
+    with status_server("--request-timeout", "3") as server, \
             socket.socket(socket.AF_UNIX) as slow:
         slow.settimeout(10)
         slow.connect(server.socket)
         slow.sendall(b"GET ro")
         started = time.monotonic()
         assert stored(server, "root") == b"NONE\n"
-        assert time.monotonic() - started < 0.9
-        assert read_to_eof(slow) == b"ERR timeout no complete request within 1 s\n"
-        assert 0.5 < time.monotonic() - started < 5
+        assert time.monotonic() - started < 2  # not held up until the slow one's timeout
+        assert read_to_eof(slow) == b"ERR timeout no complete request within 3 s\n"
+        assert 2.5 < time.monotonic() - started < 8
 
 
 def test_connections_per_uid_are_capped() -> None:
@@ -293,7 +293,7 @@ def test_connections_per_uid_are_capped() -> None:
                 s.settimeout(10)
                 s.connect(server.socket)
                 held.append(s)
-            time.sleep(0.3)  # the service has accepted them all
+            # Accepted in order, so the service counts all 64 before it sees the next.
             assert server.request(format_get("root")) == \
                 b"ERR busy status service busy, try again later\n"
         finally:
