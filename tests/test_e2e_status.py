@@ -268,10 +268,15 @@ def test_the_long_running_server_answers_the_same_bytes(box: container.Container
 
 
 def test_purge_removes_the_statuses(box: container.Container) -> None:
-    """`apt purge fingerd` stops the status units and removes the state directory, its
-    symlink and the socket."""
-    box.run(["apt-get", "purge", "-y", "fingerd"], timeout=180)
+    """`apt remove` stops the status units (the socket goes with its unit) and keeps the
+    statuses; `apt purge` then removes the state directory, its symlink and the enablement
+    symlink."""
+    box.run(["apt-get", "remove", "-y", "fingerd"], timeout=180)
     for unit in (SOCKET_UNIT, SERVICE_UNIT):
         assert unit_property(box, unit, "ActiveState") == "inactive", unit
-    for path in (STATE, "/var/lib/fingerd-status", "/run/fingerd/status.sock"):
+    assert box.run(["test", "-e", "/run/fingerd/status.sock"], check=False).returncode == 1
+    assert box.run(["ls", STATE]).stdout.split() == ["alice", "carol"]
+    box.run(["apt-get", "purge", "-y", "fingerd"], timeout=180)
+    for path in (STATE, "/var/lib/fingerd-status",
+                 f"/etc/systemd/system/sockets.target.wants/{SOCKET_UNIT}"):
         assert box.run(["test", "-e", path], check=False).returncode == 1, path
