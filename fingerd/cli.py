@@ -6,6 +6,7 @@ path that imports neither argparse nor any subcommand. Everything else is for pe
     fingerd query [/W] [USER]          what a client would get, no network involved
     fingerd check                      validate the config, list the backend chain
     fingerd serve --listen HOST:PORT   a standalone server (no systemd needed)
+    fingerd status [set TEXT | clear]  users' own status (fingerd/status_cli.py)
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
                             "(default when systemd passes no sockets: 127.0.0.1:1079)")
     serve.add_argument("--user", metavar="USER",
                        help="when started as root: the user to switch to after binding")
+
+    from fingerd.status_cli import add_parsers
+
+    add_parsers(sub)  # status, status-server
     return parser
 
 
@@ -108,6 +113,10 @@ def _commands(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.error("unknown arguments; see --help")
+    if args.command in ("status", "status-server"):
+        from fingerd.status_cli import run
+
+        return run(args)
     from fingerd.config import ConfigError
 
     try:

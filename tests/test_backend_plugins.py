@@ -139,7 +139,7 @@ def test_check_lists_the_plugin(site: Path) -> None:
                           capture_output=True, text=True, env=child_env(plugin_env(site)))
     assert proc.returncode == 1
     assert ("backend[1].type: unknown backend type 'upTime' (known: broken, file, http, local, "
-            "static, uptime)") in proc.stderr
+            "static, status, uptime)") in proc.stderr
 
 
 def test_plugin_options_are_checked(site: Path) -> None:

@@ -44,14 +44,14 @@ def test_shipped_config_discloses_nothing() -> None:
 
 
 def test_shipped_config_documents_every_option(tmp_path: Path) -> None:
-    """Switching on every commented-out setting gives a valid config with all four backends,
+    """Switching on every commented-out setting gives a valid config with all five backends,
     and each [server] option the code knows appears in the file (the file is how admins
     learn the options, so it must not fall behind the code)."""
     path = tmp_path / "fingerd.toml"
     path.write_text(uncommented(SHIPPED_CONFIG.read_text()))
     table = tomllib.loads(path.read_text())
     config = Config(str(path), table)
-    assert [b.type for b in config.backends] == ["static", "file", "local", "http"]
+    assert [b.type for b in config.backends] == ["static", "file", "status", "local", "http"]
     build_chain(config)  # every backend accepts every option shown for it
     missing = {"list_users", "forwarding", "read_timeout", "backend_timeout", "no_such_user",
                "no_information", "conceal_unknown", "max_answer_bytes", "max_connections",

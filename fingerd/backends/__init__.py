@@ -20,6 +20,7 @@ BUILTIN = {
     "file": "fingerd.backends.file:FileBackend",
     "local": "fingerd.backends.local:LocalBackend",
     "http": "fingerd.backends.http:HttpBackend",
+    "status": "fingerd.backends.status:StatusBackend",
 }
 
 
