@@ -45,3 +45,11 @@ def build_chain(config: Config) -> list[tuple[str, Backend]]:
 def service_from(config: Config) -> FingerService:
     """The finger service for ``config``: its ``[server]`` policy and its chain."""
     return FingerService(config.server, build_chain(config), config.path)
+
+
+def unavailable_service(path: str, error: ConfigError) -> FingerService:
+    """A service that answers every query "Finger service unavailable", because of ``error``
+    (the long-running front ends run it until the configuration is fixed)."""
+    from fingerd.config import Options, ServerConfig
+
+    return FingerService(ServerConfig(Options({}, path, "server")), (), path, str(error))

@@ -87,10 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("words", nargs="*", metavar="[/W] [USER]",
                        help="the query, as a finger client sends it: /W for the long form")
 
-    check = sub.add_parser("check", help="validate the config and list the backend chain",
-                           description="Validate the config; exit 1 with the reason if it "
-                                       "is broken.")
+    check = sub.add_parser(
+        "check", help="validate the config as the service reads it, probe each backend",
+        description="Validate the config and its drop-ins as the service's user reads them "
+                    "(as root: as nobody), and probe each backend once. Exit 0: all well; 1: "
+                    "the config is broken (the service answers \"unavailable\"); 3: valid, "
+                    "but a backend cannot work as configured.")
     check.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
+    check.add_argument("--no-probe", dest="probe", action="store_false",
+                       help="only validate: do not ask the backends (what `systemctl reload` "
+                            "runs first)")
+    check.add_argument("--dump", action="store_true",
+                       help="print the effective configuration, drop-ins merged")
+    check.add_argument("--quiet", action="store_true", help="print only problems")
 
     serve = sub.add_parser("serve", help="run a standalone server in the foreground",
                            description="Serve finger queries on TCP, answering exactly as "
@@ -121,9 +130,13 @@ def _commands(argv: Sequence[str]) -> int:
 
     try:
         if args.command == "query":
-            return _query(args.config, args.words, args.remote)
+            from fingerd.admin import query
+
+            return query(args.config, args.words, args.remote)
         if args.command == "check":
-            return _check(args.config)
+            from fingerd.admin import check
+
+            return check(args.config, probe=args.probe, dump=args.dump, quiet=args.quiet)
         from fingerd.server import serve
 
         return serve(args.config, args.listen, args.user)
@@ -132,35 +145,3 @@ def _commands(argv: Sequence[str]) -> int:
 
         print(f"fingerd: {escape(str(e))}", file=sys.stderr)
         return 1
-
-
-def _query(config_path: str | None, words: list[str], remote: str = "") -> int:
-    from fingerd.chain import service_from
-    from fingerd.config import load
-    from fingerd.runner import alarm_runner
-
-    service = service_from(load(config_path))
-    reply = service.respond(" ".join(words).encode("utf-8") + b"\r\n", alarm_runner, remote)
-    sys.stdout.buffer.write(reply.data)
-    sys.stdout.flush()
-    return 0
-
-
-def _check(config_path: str | None) -> int:
-    from fingerd.chain import build_chain
-    from fingerd.config import load
-    from fingerd.log import escape
-
-    config = load(config_path)
-    chain = build_chain(config)
-    server = config.server
-    print(f"{escape(config.path)}: OK")
-    print(f"  list_users = {str(server.list_users).lower()}, "
-          f"forwarding = {str(server.forwarding).lower()}, "
-          f"read_timeout = {server.read_timeout:g} s")
-    if not chain:
-        print("  no backends: every user is answered as unknown")
-    for number, (name, backend) in enumerate(chain, 1):
-        cls = type(backend)
-        print(f"  backend {number}: {escape(name)} ({cls.__module__}.{cls.__qualname__})")
-    return 0

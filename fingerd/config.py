@@ -1,12 +1,15 @@
-"""The configuration: /etc/fingerd/fingerd.toml, checked once at load into typed objects.
+"""The configuration: /etc/fingerd/fingerd.toml and its drop-ins, checked once at load into
+typed objects.
 
 Every key is read through :class:`Options`, which knows the type it expects and fails on a key
-nobody read, so a typo is an error that names the file, the line and the key, never a setting
-silently ignored. The defaults reveal nothing: no user list, no forwarding, no backends.
+nobody read, so a typo is an error that names the file, the line and the key (and the key that
+was probably meant), never a setting silently ignored. The defaults reveal nothing: no user
+list, no forwarding, no backends. How the files are found, merged and cached:
+fingerd/configfiles.py.
 
-Parsing TOML costs more than the rest of a connection (tomllib and its regular expressions), so
-when systemd gives the service a cache directory the parsed table is kept there in marshal form,
-keyed by the file's identity and modification time.
+Secrets do not belong in a file every local user can read: a value that takes them
+(:meth:`Options.secret`) may say ``{credential:NAME}``, replaced by the systemd credential NAME
+(``LoadCredential=`` in the unit; fingerd/credentials.py).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from __future__ import annotations
 import os
 
 DEFAULT_PATH = "/etc/fingerd/fingerd.toml"
-_MAX_CONFIG_BYTES = 1024 * 1024
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from fingerd.configfiles import Sources
 
 _MISSING: object = object()
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
@@ -45,19 +49,38 @@ class Options:
     and whatever is left unread when it is done is reported as an unknown key.
     """
 
-    def __init__(self, table: Mapping[str, object], path: str, prefix: str) -> None:
+    def __init__(self, table: Mapping[str, object], path: str, prefix: str,
+                 sources: Sources | None = None) -> None:
         self._table = table
         self._unread = set(table)
-        self.path = path
+        self._asked: set[str] = set()
         self.prefix = prefix  # how the table is named in error messages, e.g. "backend[1]"
+        self.sources = sources
+        # The file this table comes from (a drop-in's, for its [[backend]] tables): a relative
+        # path in it is relative to that file's directory.
+        self.path = sources.file_of(prefix) if sources is not None and prefix else path
 
     def error(self, key: str, reason: str) -> ConfigError:
         """A :class:`ConfigError` pointing at ``key`` of this table."""
         full = f"{self.prefix}.{key}" if self.prefix else key
-        return ConfigError(self.path, reason, full, _find_line(self.path, full))
+        if self.sources is not None:
+            path, line = self.sources.locate(full)
+        else:
+            from fingerd.configfiles import find_line
+
+            path, line = self.path, find_line(self.path, full)
+        return ConfigError(path, reason, full, line)
+
+    def table(self, key: str) -> Options:
+        """A sub-table, as Options of its own (``[web.links]``...); empty when absent."""
+        value = self._get(key, (dict,), {})
+        assert isinstance(value, dict)
+        full = f"{self.prefix}.{key}" if self.prefix else key
+        return Options(value, self.path, full, self.sources)
 
     def _get(self, key: str, kinds: tuple[type, ...], default: object) -> object:
         self._unread.discard(key)
+        self._asked.add(key)
         if key not in self._table:
             if default is _MISSING:
                 raise self.error(key, "missing")
@@ -115,37 +138,26 @@ class Options:
                 raise self.error(key, f"expected strings only, got {_type_name(item)}")
         return value
 
+    def secret(self, key: str, value: str) -> str:
+        """``value`` (of ``key``) with ``{credential:NAME}`` replaced by the systemd credential
+        NAME: a token need not be written into a file that others can read."""
+        if "{credential:" not in value:
+            return value
+        from fingerd.credentials import CredentialError, substitute
+
+        try:
+            return substitute(value)
+        except CredentialError as e:
+            raise self.error(key, str(e)) from None
+
     def finish(self) -> None:
         """Fail on the first key that nobody asked for: most likely a typo."""
         for key in sorted(self._unread):
-            raise self.error(key, "unknown key")
+            import difflib
 
-
-def _find_line(path: str, full_key: str) -> int:
-    """The line that sets ``full_key`` (``server.read_timeout``, ``backend[2].users.moshez``),
-    or 0 where that cannot be told: no line is better than a wrong one. Only ever used for
-    error messages, so it may read the file again."""
-    table, backends = "", 0
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for number, raw in enumerate(f, 1):
-                line = raw.strip()
-                if line.startswith("["):
-                    name = line.split("]")[0].strip("[ ")
-                    if line.startswith("[[") and name == "backend":
-                        backends += 1
-                        table = f"backend[{backends}]"
-                    elif name.startswith("backend.") and backends:
-                        table = f"backend[{backends}]{name[len('backend'):]}"
-                    else:
-                        table = name
-                elif "=" in line and not line.startswith("#"):
-                    key = line.split("=", 1)[0].strip().strip("\"'")
-                    if (f"{table}.{key}" if table else key) == full_key:
-                        return number
-    except OSError:
-        pass
-    return 0
+            close = difflib.get_close_matches(key, sorted(self._asked), n=1, cutoff=0.6)
+            raise self.error(key, f"unknown key; did you mean {close[0]!r}?" if close
+                             else "unknown key")
 
 
 class ServerConfig:
@@ -195,24 +207,22 @@ class Config:
     """The whole file: ``[server]``, the ordered ``[[backend]]`` chain, and the front ends'
     tables (``frontends["web"]`` and so on: an :class:`Options`, empty when not in the file)."""
 
-    def __init__(self, path: str, table: Mapping[str, object]) -> None:
+    def __init__(self, path: str, table: Mapping[str, object],
+                 sources: Sources | None = None) -> None:
         self.path = path
-        top = Options(table, path, "")
-        self.frontends: dict[str, Options] = {}
-        for name in FRONTEND_TABLES:
-            value = top._get(name, (dict,), {})
-            assert isinstance(value, dict)
-            self.frontends[name] = Options(value, path, name)
-        server = top._get("server", (dict,), {})
-        assert isinstance(server, dict)
-        self.server = ServerConfig(Options(server, path, "server"))
+        self.table = table  # the merged table, as read (`fingerd check --dump`)
+        self.sources = sources
+        self.files = sources.files if sources is not None else [path]  # every file read
+        top = Options(table, path, "", sources)
+        self.frontends: dict[str, Options] = {name: top.table(name) for name in FRONTEND_TABLES}
+        self.server = ServerConfig(top.table("server"))
         backends = top._get("backend", (list,), [])
         assert isinstance(backends, list)
         self.backends: list[BackendSpec] = []
         for number, entry in enumerate(backends, 1):
             if not isinstance(entry, dict):
                 raise top.error("backend", "must be an array of tables ([[backend]])")
-            options = Options(entry, path, f"backend[{number}]")
+            options = Options(entry, path, f"backend[{number}]", sources)
             self.backends.append(BackendSpec(options))
         top.finish()
 
@@ -223,81 +233,15 @@ def default_path() -> str:
 
 
 def load(path: str | None = None, cache_dir: str | None = None) -> Config:
-    """Read and check the config.
+    """Read and check the config: the main file and its drop-ins (fingerd/configfiles.py).
 
     A missing /etc/fingerd/fingerd.toml gives the built-in defaults, which answer nobody; a
     missing file that was named explicitly (``--config``, ``$FINGERD_CONFIG``) is an error.
     """
+    from fingerd.configfiles import read
+
     explicit = path or os.environ.get("FINGERD_CONFIG")
     path = explicit or DEFAULT_PATH
-    cache = os.path.join(cache_dir, "config.marshal") if cache_dir else None
-    table: dict[str, object] | None = None
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            stamp = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if cache:
-                table = _cache_get(cache, stamp)
-            if table is None:
-                data = f.read(_MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError(path, "no such file") from None
-        return Config(path, {})
-    except OSError as e:
-        raise ConfigError(path, e.strerror or str(e)) from None
-    if table is None:
-        if len(data) > _MAX_CONFIG_BYTES:
-            raise ConfigError(path, "larger than 1 MiB")
-        table = _parse_toml(path, data)
-        if cache:
-            _cache_put(cache, stamp, table)
-    return Config(path, table)
-
-
-def _parse_toml(path: str, data: bytes) -> dict[str, object]:
-    import tomllib
-
-    try:
-        text = data.decode("utf-8")
-        return tomllib.loads(text)
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, f"not UTF-8 ({e.reason} at byte {e.start})") from None
-    except tomllib.TOMLDecodeError as e:
-        # tomllib says "... (at line L, column C)"; lift the line into the usual place.
-        message, _, where = str(e).rpartition(" (at line ")
-        line = int(where.split(",")[0]) if message and where[:1].isdigit() else 0
-        raise ConfigError(path, f"TOML syntax: {message or e}", line=line) from None
-    except (ValueError, RecursionError) as e:
-        # tomllib's own limits: an integer of more than 4300 digits (ValueError), arrays or
-        # tables nested a thousand deep (RecursionError). A broken file all the same.
-        what = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-        raise ConfigError(path, f"TOML cannot be read: {what}") from None
-
-
-def _cache_get(cache: str, stamp: tuple[object, ...]) -> dict[str, object] | None:
-    import marshal
-
-    try:
-        with open(cache, "rb") as f:
-            # Safe to load: the cache directory is the service's own (systemd CacheDirectory=).
-            cached_stamp, table = marshal.load(f)  # noqa: S302
-    except (OSError, EOFError, ValueError, TypeError):
-        return None
-    return table if cached_stamp == stamp and isinstance(table, dict) else None
-
-
-def _cache_put(cache: str, stamp: tuple[object, ...], table: dict[str, object]) -> None:
-    import marshal
-
-    tmp = f"{cache}.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            marshal.dump((stamp, table), f)  # type: ignore[arg-type]
-        os.replace(tmp, cache)  # atomic: a concurrent reader sees the old or the new file
-    except (OSError, ValueError):
-        # A cache we cannot write only costs time; tomllib's datetime values are not marshalable.
-        try:  # noqa: SIM105 (contextlib costs 3 ms to import; this runs per connection)
-            os.unlink(tmp)
-        except OSError:
-            pass
+    table, sources = read(path, bool(explicit), cache_dir,
+                          lambda file, reason, line: ConfigError(file, reason, line=line))
+    return Config(path, table, sources)

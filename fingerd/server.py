@@ -13,6 +13,12 @@ worker pool, whose results come back through an eventfd. SIGHUP reloads the conf
 connections; SIGTERM and SIGINT stop accepting, finish the connections in flight (bounded) and
 exit 0.
 
+A broken configuration never stops the server: it answers every query "Finger service
+unavailable", logs why (at priority err), and tries the configuration again every
+``RETRY_SECONDS`` and on SIGHUP, so that it recovers by itself once the file is fixed. A server
+that exited instead would be restarted by systemd until its start limit, which leaves the
+socket unit failed: port 79 closed until an admin runs ``systemctl reset-failed``.
+
 Why its own loop: a finger connection is one line in, one answer out, so most connections are
 answered straight after accept() without ever being registered with epoll, and the loop costs
 less CPU per request than an ``asyncio.Protocol`` server, uvloop's or Twisted's (README.md,
@@ -36,8 +42,8 @@ from functools import partial
 
 from fingerd import log
 from fingerd.admission import Admission, source_key
-from fingerd.chain import service_from
-from fingerd.config import load
+from fingerd.chain import service_from, unavailable_service
+from fingerd.config import ConfigError, load
 from fingerd.daemon import UsageError, drop_privileges, listening_sockets, notify, socket_name
 from fingerd.pool import Pool
 from fingerd.protocol import client_address
@@ -51,6 +57,7 @@ if TYPE_CHECKING:
 
 DEFAULT_LISTEN = "127.0.0.1:1079"
 SWEEP_INTERVAL = 0.1  # seconds between deadline checks
+RETRY_SECONDS = 2.0  # with a broken configuration: how often to try it again
 ACCEPT_BATCH = 64  # connections accepted per wake-up and listener, so that none starves
 
 # Connection states.
@@ -116,16 +123,24 @@ class Server:
         with contextlib.suppress(OSError):  # the counter is full: the loop is awake anyway
             os.eventfd_write(self.wakeup, 1)
 
-    def reload(self) -> None:
-        """SIGHUP: a new config for new connections; on any error keep the old one."""
+    def reload(self, retry: bool = False) -> None:
+        """SIGHUP: a new config for new connections; on any error keep the old one. ``retry``:
+        the periodic attempt while broken, which logs only a change of error."""
         try:
             # After --user: the file must be readable by that user (under systemd it is 0644).
             service = service_from(load(self.config_path))
         except Exception as e:  # a ConfigError, or whatever else a parser or plugin raises
-            log.error(f"reload failed, keeping the running configuration: {e}")
+            if not (retry and str(e) == self.service.broken):
+                if self.service.broken:
+                    self.service = unavailable_service(self.service.path, e)  # type: ignore[arg-type]
+                    log.error(f"configuration error, answering "
+                              f"{'Finger service unavailable'!r} until it is fixed: {e}")
+                else:
+                    log.error(f"reload failed, keeping the running configuration: {e}")
             return
         self.service = service
         self.admission.update(service.server)
+        notify("STATUS=")
         log.send(f"configuration reloaded from {service.path}")
 
     # -- accepting ----------------------------------------------------------------------------
@@ -399,7 +414,11 @@ class Server:
         try:
             names = ", ".join(socket_name(sock) for sock in sockets)
             log.send(f"serving on {names} with {self.service.path}")
-            notify("READY=1")
+            if self.service.broken:
+                notify("READY=1\nSTATUS=configuration error: answering "
+                       "\"Finger service unavailable\" until it is fixed")
+            else:
+                notify("READY=1")
             log.batch()
             self.loop(stopping_at=None)
             notify("STOPPING=1")
@@ -426,6 +445,7 @@ class Server:
         wakeup, signal_fd = self.wakeup, self.signal_r.fileno()
         flush = log.flush
         next_sweep = time.monotonic() + SWEEP_INTERVAL
+        next_retry = time.monotonic() + RETRY_SECONDS
         while True:
             if stopping_at is not None and (not connections or time.monotonic() > stopping_at):
                 return
@@ -458,6 +478,9 @@ class Server:
                 if self.accept_paused and listeners:
                     self.resume_accepting()
                 next_sweep = now + SWEEP_INTERVAL
+                if self.service.broken and now >= next_retry and stopping_at is None:
+                    self.reload(retry=True)
+                    next_retry = now + RETRY_SECONDS
             flush()
 
 
@@ -466,9 +489,13 @@ def serve(config_path: str | None, listen: list[str], user: str | None) -> int:
     # Until the event loop handles SIGHUP, one would kill us (its default action); the config
     # is about to be read anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # The config is read before binding, so that a broken one is reported without touching the
-    # network, and before privileges are dropped (a reload on SIGHUP reads it as --user).
-    service = service_from(load(config_path))  # ConfigError: reported by the caller
+    # The config is read before privileges are dropped (a reload on SIGHUP reads it as --user).
+    try:
+        service = service_from(load(config_path))
+    except ConfigError as e:
+        log.error(f"configuration error, answering {'Finger service unavailable'!r} until it "
+                  f"is fixed: {e}")
+        service = unavailable_service(e.path, e)
     try:
         sockets = listening_sockets(listen, DEFAULT_LISTEN)
         drop_privileges(user)

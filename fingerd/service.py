@@ -105,10 +105,13 @@ class FingerService:
     """
 
     def __init__(self, server: ServerConfig, chain: Sequence[tuple[str, Backend]],
-                 path: str = "") -> None:
+                 path: str = "", broken: str = "") -> None:
         self.server = server
         self.chain = tuple(chain)
         self.path = path  # the config file it came from, for log lines
+        # Why the configuration cannot be used, if it cannot: every query is then answered
+        # "Finger service unavailable" (a long-running front end waits for a good one).
+        self.broken = broken
 
     def lookup(self, line: bytes, remote: str = "") -> Lookup:
         """Start answering one raw query line from the client at ``remote``."""
@@ -151,6 +154,9 @@ class Lookup:
 
     def _start(self, line: bytes, remote: str) -> None:
         server = self.service.server
+        if self.service.broken:
+            self.reply = unavailable()
+            return
         try:
             query = parse_query(line)
         except QueryError as e:

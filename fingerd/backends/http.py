@@ -11,7 +11,7 @@
     # ca_file = "/etc/ssl/private-ca.pem"   # trust this CA instead of the system's
     # json_field = "status"  # the answer in a JSON body {"status": "..."}
     [backend.headers]        # sent with every request to the configured host
-    Authorization = "Bearer 0123456789"
+    Authorization = "Bearer {credential:status-token}"   # LoadCredential=, see fingerd.toml(5)
 
 The tutorial's "status read from the web". This module is the policy; the HTTP is
 fingerd/httpclient.py (hand-written, for its import cost: see there), which bounds everything
@@ -70,7 +70,9 @@ class HttpBackend(Backend):
         if _PLACEHOLDER in self.template[:authority_end]:
             raise options.error("url", f"{_PLACEHOLDER} must be in the path or query, not in "
                                 "the host: the client must not choose where we connect")
-        self.headers = options.strings("headers", {})
+        # A token need not be in the file: `Authorization = "Bearer {credential:NAME}"`.
+        self.headers = {name: options.secret(f"headers.{name}", value)
+                        for name, value in options.strings("headers", {}).items()}
         for name, value in self.headers.items():
             try:
                 httpclient.check_header(name, value)

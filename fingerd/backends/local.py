@@ -215,6 +215,24 @@ class LocalBackend(Backend):
             return long_form([person for person, _ in shown], now)
         return short_form(sorted((person for person, _ in shown), key=lambda p: p.name), now)
 
+    def probe(self) -> list[str]:
+        """`fingerd check`: logins that cannot be read, users hidden by a private home."""
+        import pwd
+
+        problems = []
+        if os.path.exists(self.utmp) and not os.access(self.utmp, os.R_OK):
+            problems.append(f"{self.utmp} cannot be read: logged-in users are not shown")
+        if not self.show_private_homes:
+            hidden = [pw.pw_name for pw in pwd.getpwall()[:100000]
+                      if self.uid_min <= pw.pw_uid <= self.uid_max
+                      and os.path.isdir(pw.pw_dir) and not os.access(pw.pw_dir, os.X_OK)]
+            if hidden:
+                problems.append(f"{len(hidden)} user(s) not shown, their home cannot be entered "
+                                f"by the service: {', '.join(hidden[:5])}"
+                                f"{', ...' if len(hidden) > 5 else ''} (chmod o+x ~, or "
+                                "show_private_homes = true)")
+        return problems
+
     # -- who is shown, and what of them -----------------------------------------------------
 
     def _account(self, name: str) -> tuple[pwd.struct_passwd, bool] | None:

@@ -1,0 +1,254 @@
+"""``fingerd check`` and ``fingerd query``: the admin's view, as the service sees it.
+
+Run as root, both would otherwise see more than the service does: a configuration file that is
+``0600 root`` (the service's unprivileged user cannot read it, and answers every query
+"Finger service unavailable"), home directories that are ``0700`` (the ``local`` backend cannot
+enter them). So as root they take an unprivileged identity first, as the service does
+(``nobody``: like the units' ``DynamicUser=``, it owns no file and is in no group), and say
+where root's view differs. What they need that only root may read — the secrets the units pass
+as systemd credentials — is read before.
+
+``check`` reports, with exit status 0 (all is well), 1 (the configuration is broken: the
+service answers "unavailable") or 3 (valid, but some backend cannot work as configured):
+
+- each file read (the main file and its drop-ins), or that there is none (built-in defaults);
+- every error with its file, line and key; a "did you mean" for a mistyped key;
+- what each backend's ``probe()`` finds (a status file that is not there, a URL that refuses,
+  homes the service cannot enter), each within ``[server] backend_timeout``;
+- ``--dump``: the effective configuration, drop-ins merged, defaults filled in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from fingerd import log
+from fingerd.config import ConfigError, load
+from fingerd.log import escape
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fingerd.backend import Backend
+    from fingerd.config import Config
+
+OK, BROKEN, DEGRADED = 0, 1, 3
+SERVICE_USER = "nobody"
+# The units that may pass credentials to fingerd (fingerd@.service as an instance).
+UNITS = ("fingerd@check.service", "fingerd-server.service", "fingerd-web.service",
+         "fingerd-irc.service")
+
+
+def as_service(work: Callable[[], int]) -> int:
+    """``work()`` under the service's identity: as root, in a child process that has become
+    ``nobody`` (no groups); otherwise right here. Returns its exit status."""
+    if os.geteuid() != 0:
+        return work()
+    import pwd
+
+    _units_credentials()
+    nobody = pwd.getpwnam(SERVICE_USER)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        status = BROKEN
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            status = work()
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else BROKEN
+        except BaseException as e:
+            print(f"fingerd: {type(e).__name__}: {e}", file=sys.stderr)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(wait_status)
+
+
+def _units_credentials() -> None:
+    """Where the units' ``LoadCredential=NAME:PATH`` take their secrets from, for
+    ``{credential:NAME}`` in the configuration (read by root, like systemd does)."""
+    from fingerd.credentials import CredentialError, read_file, remember
+
+    systemctl = shutil.which("systemctl")
+    if systemctl is None or not os.path.isdir("/run/systemd/system"):
+        return
+    for unit in UNITS:
+        try:
+            out = subprocess.run([systemctl, "show", "-P", "LoadCredential", unit],
+                                 capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        # "NAME:PATH NAME2:PATH2" (systemd 252 prints the pairs separated by blanks)
+        for item in out.split():
+            name, _, path = item.partition(":")
+            if name and path:
+                try:
+                    remember(name, read_file(name, path))
+                except CredentialError:
+                    continue  # check reports it where the config uses it
+
+
+def _broken(e: ConfigError) -> int:
+    """Say why the configuration cannot be used: on the terminal, or to the journal at
+    priority err (``ExecReload=`` runs ``check`` with its stderr on the journal)."""
+    message = escape(str(e))
+    if os.geteuid() != 0 and "Permission denied" in e.reason:
+        message += (" (the service's user cannot read it: make it readable by others, "
+                    "chmod 644, and keep secrets in credentials: see fingerd.toml(5))")
+    log.error(message)
+    return BROKEN
+
+
+def check(config_path: str | None, *, probe: bool = True, dump: bool = False,
+          quiet: bool = False) -> int:
+    """``fingerd check``: see the module docstring."""
+    root = os.geteuid() == 0
+
+    def work() -> int:
+        try:
+            config = load(config_path)
+            from fingerd.chain import build_chain
+
+            chain = build_chain(config)
+        except ConfigError as e:
+            return _broken(e)
+        if dump:
+            print(_dump(config), end="")
+            return OK
+        return _report(config, chain, probe=probe, quiet=quiet, as_nobody=root)
+
+    return as_service(work)
+
+
+def _report(config: Config, chain: list[tuple[str, Backend]], *, probe: bool, quiet: bool,
+            as_nobody: bool) -> int:
+    from fingerd.runner import with_alarm
+
+    files = config.files
+    if not files:
+        head = (f"{escape(config.path)}: absent: the built-in defaults (no backend, nothing "
+                "disclosed)")
+    else:
+        head = f"{escape(files[0])}: OK"
+    if as_nobody:
+        head += f" (read as {SERVICE_USER}, as the service reads it)"
+    problems: list[str] = []
+    lines = [head]
+    for file in files[1:]:
+        lines.append(f"  drop-in {escape(file)}")
+    server = config.server
+    lines.append(f"  list_users = {str(server.list_users).lower()}, "
+                 f"forwarding = {str(server.forwarding).lower()}, "
+                 f"read_timeout = {server.read_timeout:g} s")
+    if not chain:
+        lines.append("  no backends: every user is answered as unknown")
+    for number, (name, backend) in enumerate(chain, 1):
+        cls = type(backend)
+        found: list[str] = []
+        if probe:
+            try:
+                found = with_alarm(server.backend_timeout, backend.probe)
+            except Exception as e:  # a probe that fails is a finding too
+                found = [f"{type(e).__name__}: {e}" if str(e) else type(e).__name__]
+        state = "" if not probe else ": ok" if not found else ": WARNING"
+        lines.append(f"  backend {number}: {escape(name)} ({cls.__module__}.{cls.__qualname__})"
+                     f"{state}")
+        for item in found:
+            lines.append(f"    {escape(item)}")
+            problems.append(item)
+    if not quiet or problems:
+        print("\n".join(lines))
+    return DEGRADED if problems else OK
+
+
+def _dump(config: Config) -> str:
+    """The effective configuration as TOML: every file merged, ``[server]`` complete."""
+    from fingerd.config import FRONTEND_TABLES
+
+    server = config.server
+    out = [f"# fingerd check --dump: {', '.join(config.files) or 'no file: built-in defaults'}",
+           "", "[server]"]
+    values = {"list_users": server.list_users, "forwarding": server.forwarding,
+              "read_timeout": server.read_timeout, "backend_timeout": server.backend_timeout,
+              "no_such_user": server.no_such_user, "no_information": server.no_information,
+              "conceal_unknown": server.conceal_unknown,
+              "max_answer_bytes": server.max_answer_bytes,
+              "max_connections": server.max_connections,
+              "max_connections_per_source": server.max_connections_per_source,
+              "max_unsent_bytes": server.max_unsent_bytes,
+              "output_charset": "ascii" if server.ascii_only else "utf-8"}
+    out += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    for name in FRONTEND_TABLES:
+        table = config.table.get(name)
+        if isinstance(table, dict) and table:
+            out += ["", *_table(name, table)]
+    for spec in config.backends:
+        out += ["", f"[[backend]]  # from {spec.options.path}",
+                *_table("", dict(spec.options._table), prefix="backend")]
+    return "\n".join(out) + "\n"
+
+
+def _table(name: str, table: dict[str, object], prefix: str = "") -> list[str]:
+    lines = [f"[{name}]"] if name else []
+    nested = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            nested.append((key, value))
+        else:
+            lines.append(f"{_key(key)} = {_toml(value)}")
+    for key, value in nested:
+        full = f"{name or prefix}.{_key(key)}"
+        lines += ["", *_table(full, value)]
+    return lines
+
+
+def _key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else _toml(key)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        import json  # a JSON string is a valid TOML basic string
+
+        return json.dumps(value, ensure_ascii=True)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    return _toml(str(value))  # dates and times: as text
+
+
+def query(config_path: str | None, words: list[str], remote: str = "") -> int:
+    """``fingerd query``: exactly the bytes a client would get, as the service's user."""
+    def work() -> int:
+        from fingerd.chain import service_from
+        from fingerd.runner import alarm_runner
+
+        try:
+            service = service_from(load(config_path))
+        except ConfigError as e:
+            return _broken(e)
+        reply = service.respond(" ".join(words).encode("utf-8") + b"\r\n", alarm_runner, remote)
+        sys.stdout.buffer.write(reply.data)
+        sys.stdout.flush()
+        return OK
+
+    if os.geteuid() == 0:
+        print(f"fingerd: answering as {SERVICE_USER}, as the service would", file=sys.stderr)
+    return as_service(work)
+
