@@ -148,8 +148,8 @@ def test_a_header_comes_from_a_systemd_credential(make_config, public_dir: Path,
     credentials.mkdir()
     write(credentials / "status-token", "s3cret\n", 0o644)
     url = f"http://127.0.0.1:{recorder}/{{user}}"
-    config = make_config(f'[[backend]]\ntype = "http"\nurl = "{url}"'
-                         '\n[backend.headers]\nAuthorization = "Bearer {credential:status-token}"\n')
+    config = make_config(f'[[backend]]\ntype = "http"\nurl = "{url}"\n[backend.headers]\n'
+                         'Authorization = "Bearer {credential:status-token}"\n')
     assert "s3cret" not in config.read_text()
     run = fingerd("query", "--config", str(config), "alice",
                   extra_env={"CREDENTIALS_DIRECTORY": str(credentials)})
