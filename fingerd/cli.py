@@ -6,6 +6,7 @@ path that imports neither argparse nor any subcommand. Everything else is for pe
     fingerd query [/W] [USER]          what a client would get, no network involved
     fingerd check                      validate the config, list the backend chain
     fingerd serve --listen HOST:PORT   a standalone server (no systemd needed)
+    fingerd irc                        the finger service on IRC: a bot ([irc] in the config)
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+
+    from fingerd.config import Config
 
 
 def _handler_config(argv: Sequence[str]) -> tuple[bool, str | None]:
@@ -97,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
                             "(default when systemd passes no sockets: 127.0.0.1:1079)")
     serve.add_argument("--user", metavar="USER",
                        help="when started as root: the user to switch to after binding")
+
+    irc = sub.add_parser("irc", help="answer finger queries on IRC (a bot; see [irc])",
+                         description="Connect to the IRC server of the config's [irc] table "
+                                     "and answer `!finger NAME` from the finger service.")
+    irc.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
+    irc.add_argument("--user", metavar="USER",
+                     help="when started as root: the user to switch to once the password "
+                          "is read")
     return parser
 
 
@@ -112,6 +123,10 @@ def _commands(argv: Sequence[str]) -> int:
             return _query(args.config, args.words)
         if args.command == "check":
             return _check(args.config)
+        if args.command == "irc":
+            from fingerd.irc.main import irc
+
+            return irc(args.config, args.user)
         from fingerd.server import serve
 
         return serve(args.config, args.listen, args.user)
@@ -151,4 +166,23 @@ def _check(config_path: str | None) -> int:
     for number, (name, backend) in enumerate(chain, 1):
         cls = type(backend)
         print(f"  backend {number}: {escape(name)} ({cls.__module__}.{cls.__qualname__})")
+    _check_irc(config)
     return 0
+
+
+def _check_irc(config: Config) -> None:
+    """``[irc]``, when the file has one: checked like the rest (the secret is not read)."""
+    from fingerd.log import escape
+
+    options = config.frontends["irc"]
+    if not options._table:
+        return
+    from fingerd.irc.config import IrcConfig
+
+    irc = IrcConfig(options)
+    secret = (f", password from credential {irc.password_credential}"
+              if irc.password_credential else
+              f", password from {irc.password_file}" if irc.password_file else "")
+    print(f"  irc: {escape(irc.nick)} on {escape(irc.server)}:{irc.port}"
+          f"{' (TLS)' if irc.tls else ''} in {escape(', '.join(irc.channels)) or 'no channel'}"
+          f"{escape(secret)}")
