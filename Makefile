@@ -11,9 +11,11 @@ ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 
 # Debian packages the tests use: the real finger client, systemd-socket-activate, unshare/ip
 # for a private network namespace, python3-systemd for journal records, and the tools that
-# build and boot the packaging test's container.
+# build and boot the packaging test's container. ngircd is the IRC server of the bot's tests,
+# which start their own in a network namespace of their own (its postinst starts a system one
+# on port 6667 where it can; the tests neither use it nor meet it).
 APT_PACKAGES := python3 python3-venv python3-wheel python3-systemd finger systemd iproute2 util-linux \
-	openssl ca-certificates
+	openssl ca-certificates ngircd
 
 .PHONY: all run check test lint deps apt-deps clean
 

@@ -3,8 +3,8 @@
 The network tests drive it from pytest; the end-to-end test copies it into the container and
 runs it there with Debian's python3:
 
-    python3 irc_person.py ask HOST PORT NICK CHANNEL TEXT BOT   join, say TEXT, print the bot's
-                                                               lines (JSON) until it is quiet
+    python3 irc_person.py ask HOST PORT NICK CHANNEL TEXT BOT [PASSWORD]
+        join CHANNEL, say TEXT there, print the bot's lines (JSON) until it is quiet
 
 It parses lines on its own, not with fingerd.irc.message, so that a bug there cannot hide
 itself. Every wait has a deadline; it answers the server's PINGs.
@@ -150,12 +150,14 @@ class Person:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 8 or argv[1] != "ask":
+    if len(argv) not in (8, 9) or argv[1] != "ask":
         print(__doc__, file=sys.stderr)
         return 2
     host, port, nick, channel, text, bot = argv[2], int(argv[3]), argv[4], argv[5], argv[6], \
         argv[7]
-    person = Person(socket.create_connection((host, port), timeout=10), nick)
+    password = argv[8] if len(argv) == 9 else ""
+    person = Person(socket.create_connection((host, port), timeout=10), nick,
+                    password=password)
     person.join(channel)
     person.say(channel, text)
     first = person.expect(person.from_bot(bot), 30)

@@ -60,7 +60,7 @@ def parse(line: bytes) -> Message | None:
         prefix, _, text = text[1:].partition(" ")
         text = text.lstrip(" ")
     head, colon, trailing = text.partition(" :")
-    words = head.split()
+    words = [word for word in head.split(" ") if word]  # SPACE only (RFC 2812), not TAB etc.
     if not words:
         return None
     if head.startswith(":"):  # no command, only a trailing parameter
@@ -81,10 +81,12 @@ def encode(command: str, *params: str) -> bytes:
     for index, param in enumerate(params):
         if any(c in param for c in _FORBIDDEN):
             raise ValueError(f"{command}: a parameter holds CR, LF or NUL")
+        # Any blank (not only SPACE) makes a parameter trailing: servers differ in what
+        # separates parameters.
+        blank = not param or param[0] == ":" or any(c.isspace() for c in param)
         if index == len(params) - 1:
-            parts.append(":" + param if (not param or " " in param or param[0] == ":")
-                         else param)
-        elif not param or " " in param or param[0] == ":":
+            parts.append(":" + param if blank else param)
+        elif blank:
             raise ValueError(f"{command}: middle parameter {param!r} is not one word")
         else:
             parts.append(param)
