@@ -303,6 +303,9 @@ def test_forty_requests_in_five_seconds_from_two_people(world: World) -> None:
     outcomes = [x for x in log.splitlines() if "frontend=irc" in x]
     assert len(outcomes) == 40, log[-3000:]
     assert all("outcome=answered" in x or "outcome=busy" in x for x in outcomes)
+    answered = sum("outcome=answered" in x for x in outcomes)
+    print(f"flood: {answered} answered, {40 - answered} busy, last line after "
+          f"{said[-1].when - start:.1f} s")
     # Still there: in the channel, and answering at once.
     a.say(CHANNEL, "!finger a0")
     assert a.expect(lambda m: m.nick == BOT and m.text == "answer a0", 10)
