@@ -13,9 +13,11 @@ ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 # for a private network namespace, python3-systemd for journal records, faketime to run finger
 # at a fixed time (tests/capture_finger.py), the tools that build and boot the packaging test's
 # container, and python3-build/-installer/-setuptools: the import-cost tests build the wheel and
-# install it as pybuild does (tests/backend_fixtures.py).
+# install it as pybuild does (tests/backend_fixtures.py). ngircd is the IRC server of the bot's
+# tests, which start their own in a network namespace of their own (its postinst starts a
+# system one on port 6667 where it can; the tests neither use it nor meet it).
 APT_PACKAGES := python3 python3-venv python3-wheel python3-systemd finger systemd iproute2 util-linux \
-	openssl ca-certificates faketime python3-build python3-installer python3-setuptools
+	openssl ca-certificates faketime python3-build python3-installer python3-setuptools ngircd
 
 .PHONY: all run check test lint deps apt-deps clean
 

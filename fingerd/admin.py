@@ -93,7 +93,7 @@ def _units_credentials() -> None:
             name, _, path = item.partition(":")
             if name and path:
                 try:
-                    remember(name, read_file(name, path))
+                    remember(name, read_file(f"credential {name!r}", path))
                 except CredentialError:
                     continue  # check reports it where the config uses it
 
@@ -166,9 +166,28 @@ def _report(config: Config, chain: list[tuple[str, Backend]], *, probe: bool, qu
         for item in found:
             lines.append(f"    {escape(item)}")
             problems.append(item)
+    lines += _frontends(config)
     if not quiet or problems:
         print("\n".join(lines))
     return DEGRADED if problems else OK
+
+
+def _frontends(config: Config) -> list[str]:
+    """A line for each front end's table the file has, checked as that front end reads it
+    (a ConfigError propagates: the configuration is broken for that front end)."""
+    lines = []
+    irc = config.frontends["irc"]
+    if not irc.empty():
+        from fingerd.irc.config import IrcConfig
+
+        bot = IrcConfig(irc)
+        secret = (f", password from credential {bot.password_credential}"
+                  if bot.password_credential else
+                  f", password from {bot.password_file}" if bot.password_file else "")
+        channels = ", ".join(bot.channels) or "no channel"
+        lines.append(escape(f"  irc: {bot.nick} on {bot.server}:{bot.port}"
+                            f"{' (TLS)' if bot.tls else ''} in {channels}{secret}"))
+    return lines
 
 
 def _dump(config: Config) -> str:

@@ -7,6 +7,7 @@ path that imports neither argparse nor any subcommand. Everything else is for pe
     fingerd check                      validate the config, list the backend chain
     fingerd serve --listen HOST:PORT   a standalone server (no systemd needed)
     fingerd status [set TEXT | clear]  users' own status (fingerd/status_cli.py)
+    fingerd irc                        the finger service on IRC: a bot ([irc] in the config)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
+
 
 
 def _handler_config(argv: Sequence[str]) -> tuple[bool, str | None]:
@@ -111,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--user", metavar="USER",
                        help="when started as root: the user to switch to after binding")
 
+    irc = sub.add_parser("irc", help="answer finger queries on IRC (a bot; see [irc])",
+                         description="Connect to the IRC server of the config's [irc] table "
+                                     "and answer `!finger NAME` from the finger service.")
+    irc.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
+    irc.add_argument("--user", metavar="USER",
+                     help="when started as root: the user to switch to once the password "
+                          "is read")
+
     from fingerd.status_cli import add_parsers
 
     add_parsers(sub)  # status, status-server
@@ -137,6 +147,10 @@ def _commands(argv: Sequence[str]) -> int:
             from fingerd.admin import check
 
             return check(args.config, probe=args.probe, dump=args.dump, quiet=args.quiet)
+        if args.command == "irc":
+            from fingerd.irc.main import irc
+
+            return irc(args.config, args.user)
         from fingerd.server import serve
 
         return serve(args.config, args.listen, args.user)

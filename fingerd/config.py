@@ -71,6 +71,10 @@ class Options:
             path, line = self.path, find_line(self.path, full)
         return ConfigError(path, reason, full, line)
 
+    def empty(self) -> bool:
+        """Whether the table has no key at all (a front end's table absent from the file)."""
+        return not self._table
+
     def table(self, key: str) -> Options:
         """A sub-table, as Options of its own (``[web.links]``...); empty when absent."""
         value = self._get(key, (dict,), {})

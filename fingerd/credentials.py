@@ -41,21 +41,23 @@ def read(name: str) -> str:
         raise CredentialError(f"credential {name!r} is not given to this service: add "
                               f"LoadCredential={name}:/etc/fingerd/secrets/{name} to its unit "
                               "(see fingerd.toml(5), \"Secrets\")")
-    return read_file(name, path)
+    return read_file(f"credential {name!r}", path)
 
 
-def read_file(name: str, path: str) -> str:
+def read_file(what: str, path: str) -> str:
+    """A secret's text from ``path`` (bounded, UTF-8, without a final newline); ``what`` names
+    it in errors."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as e:
-        raise CredentialError(f"credential {name!r} ({path}): {e.strerror}") from None
+        raise CredentialError(f"{what} ({path}): {e.strerror}") from None
     if len(data) > MAX_BYTES:
-        raise CredentialError(f"credential {name!r} is larger than {MAX_BYTES} bytes")
+        raise CredentialError(f"{what} is larger than {MAX_BYTES} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise CredentialError(f"credential {name!r} is not UTF-8 text") from None
+        raise CredentialError(f"{what} is not UTF-8 text") from None
     return text[:-1] if text.endswith("\n") else text
 
 

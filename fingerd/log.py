@@ -182,15 +182,19 @@ def _escape_char(c: str) -> str:
 
 
 def query_record(remote: str, query: str, user: str | None, backend: str, outcome: str,
-                 duration: float, frontend: str | None = None) -> None:
+                 duration: float, frontend: str | None = None, **fields: object) -> None:
     """The one record per query. ``frontend``: which front end asked, when not finger
     itself (``web``, ``webfinger``, ``irc``); ``remote`` is then whatever identifies the asker
-    there (an IRC nick!user@host)."""
+    there (an IRC nick!user@host). ``fields``: more journal fields of that front end's own
+    (``IRC_CHANNEL``); None leaves one out."""
     ms = f"{duration * 1000:.1f}"
     query = printable(query)
     via = f" frontend={frontend}" if frontend else ""
+    if fields:
+        via += "".join(f" {key.lower()}={printable(str(value))}"
+                       for key, value in fields.items() if value is not None)
     message = (f'remote={printable(remote) or "-"} query="{query}" backend={backend or "-"} '
                f"outcome={outcome.replace(' ', '_')} duration_ms={ms}{via}")
     send(message, INFO, REMOTE_ADDR=remote or None, FINGER_QUERY=query,
          FINGER_USER=user, FINGER_BACKEND=backend or None, FINGER_OUTCOME=outcome,
-         FINGER_DURATION_MS=ms, FINGER_FRONTEND=frontend)
+         FINGER_DURATION_MS=ms, FINGER_FRONTEND=frontend, **fields)
