@@ -6,6 +6,7 @@ path that imports neither argparse nor any subcommand. Everything else is for pe
     fingerd query [/W] [USER]          what a client would get, no network involved
     fingerd check                      validate the config, list the backend chain
     fingerd serve --listen HOST:PORT   a standalone server (no systemd needed)
+    fingerd web --listen HOST:PORT     the web view and WebFinger over HTTP (fingerd/web/)
 """
 
 from __future__ import annotations
@@ -97,6 +98,17 @@ def _parser() -> argparse.ArgumentParser:
                             "(default when systemd passes no sockets: 127.0.0.1:1079)")
     serve.add_argument("--user", metavar="USER",
                        help="when started as root: the user to switch to after binding")
+
+    web = sub.add_parser("web", help="serve the web view and WebFinger over HTTP",
+                         description="Serve the finger answers as web pages, text and JSON, "
+                                     "and WebFinger (RFC 7033), meant to sit behind a web "
+                                     "server.")
+    web.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
+    web.add_argument("--listen", metavar="HOST:PORT", action="append", default=[],
+                     help="address to listen on, repeatable; IPv6 as [::1]:8079 "
+                          "(default when systemd passes no sockets: 127.0.0.1:8079)")
+    web.add_argument("--user", metavar="USER",
+                     help="when started as root: the user to switch to after binding")
     return parser
 
 
@@ -112,6 +124,10 @@ def _commands(argv: Sequence[str]) -> int:
             return _query(args.config, args.words)
         if args.command == "check":
             return _check(args.config)
+        if args.command == "web":
+            from fingerd.web.server import serve_web
+
+            return serve_web(args.config, args.listen, args.user)
         from fingerd.server import serve
 
         return serve(args.config, args.listen, args.user)
@@ -151,4 +167,9 @@ def _check(config_path: str | None) -> int:
     for number, (name, backend) in enumerate(chain, 1):
         cls = type(backend)
         print(f"  backend {number}: {escape(name)} ({cls.__module__}.{cls.__qualname__})")
+    from fingerd.web.settings import WebSettings
+
+    web = WebSettings(config.frontends["web"])  # ConfigError: reported by the caller
+    if web.configured:
+        print(f"  web: {escape(web.summary())}")
     return 0
