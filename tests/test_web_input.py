@@ -65,6 +65,20 @@ def test_request_line_and_headers_are_bounded(web, request_bytes, status) -> Non
     still_serving(web)
 
 
+def test_refusals_of_head_requests_have_no_body(web) -> None:
+    """A HEAD request that is refused (target too long, headers too large, a body too big)
+    gets the status and headers of the refusal, and no body."""
+    long_target = b"HEAD /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    big_head = b"HEAD / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 17000 + b"\r\n\r\n"
+    big = 70 * 1024
+    big_body = http_request("/", f"Content-Length: {big}", method="HEAD") + b"x" * big
+    for request, status in ((long_target, 414), (big_head, 431), (big_body, 413)):
+        response = web.raw(request)
+        assert status_of(response) == status
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert body == b"" and b"\r\nContent-Length: " in head, response
+
+
 @pytest.mark.parametrize("garbage", [
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),  # a TLS ClientHello
     b"\x00\x01\x02\x03\r\n\r\n",

@@ -59,7 +59,8 @@ class Connection:
     """One client: its streams, who it is (for the caps, the worker pool and the journal), and
     the h11 state of its requests."""
 
-    __slots__ = ("conn", "peer", "reader", "server", "source", "trusted", "waiting", "writer")
+    __slots__ = ("conn", "method", "peer", "reader", "server", "source", "trusted", "waiting",
+                 "writer")
 
     def __init__(self, server: WebServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, peer: str, source: str, trusted: bool) -> None:
@@ -70,6 +71,7 @@ class Connection:
         self.trusted = trusted  # a proxy: its X-Forwarded-* headers are believed
         self.waiting = True  # between requests with nothing received: may be closed on stop
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.method = b""  # of the request being answered: a HEAD's answer has no body
 
     @property
     def read_timeout(self) -> float:
@@ -81,6 +83,7 @@ class Connection:
         for number in range(1, MAX_REQUESTS + 1):
             started = time.monotonic()
             self.waiting = True
+            self.method = b""
             try:
                 async with asyncio.timeout(self.read_timeout):
                     request = await self.read_request()
@@ -127,6 +130,7 @@ class Connection:
                     buffered += len(data)
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
+                self.method = event.method
                 if buffered - len(conn.trailing_data[0]) > MAX_HEAD:
                     raise HeadTooLarge(431 if len(event.target) <= MAX_TARGET else 414)
                 return event
@@ -208,7 +212,7 @@ class Connection:
         sent = False
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             response = plain(status, status_text(status), close=True, extra=extra)
-            sent = await self.send(response, head=False)
+            sent = await self.send(response, head=self.method == b"HEAD")
         self.record(self.peer, query, None, "", outcome if sent else DISCONNECTED, started)
         return False
 
