@@ -84,8 +84,10 @@ class Connection:
             started = time.monotonic()
             self.waiting = True
             self.method = b""
+            # All of the request, head and body, within read_timeout of its first byte's wait.
+            deadline = asyncio.get_running_loop().time() + self.read_timeout
             try:
-                async with asyncio.timeout(self.read_timeout):
+                async with asyncio.timeout_at(deadline):
                     request = await self.read_request()
             except TimeoutError:
                 if not conn.trailing_data[0] and number > 1:
@@ -109,7 +111,7 @@ class Connection:
                 return  # the client closed the connection between requests
             self.waiting = False
             last = number == MAX_REQUESTS or self.server.stopping
-            if not await self.answer(request, started, last):
+            if not await self.answer(request, started, deadline, last):
                 return
             if conn.our_state is h11.MUST_CLOSE or self.server.stopping:
                 return
@@ -139,7 +141,8 @@ class Connection:
             else:  # h11 yields nothing else between requests
                 raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
 
-    async def answer(self, request: h11.Request, started: float, last: bool) -> bool:
+    async def answer(self, request: h11.Request, started: float, deadline: float,
+                     last: bool) -> bool:
         """Answer one request; False when the connection must end here."""
         method = request.method.decode("ascii", "replace")
         target = request.target.decode("ascii", "replace")
@@ -149,7 +152,7 @@ class Connection:
             return await self.refuse(405, INVALID, target, started, extra=ALLOW)
         if len(request.target) > MAX_TARGET:
             return await self.refuse(414, INVALID, target, started)
-        if not await self.read_body(target, started):
+        if not await self.read_body(target, started, deadline):
             return False
         headers: dict[bytes, bytes] = {}
         for name, value in request.headers:
@@ -182,7 +185,7 @@ class Connection:
                     frontend)
         return sent
 
-    async def read_body(self, target: str, started: float) -> bool:
+    async def read_body(self, target: str, started: float, deadline: float) -> bool:
         """Read and discard a GET's body, if it has one (at most DRAIN_BYTES)."""
         conn = self.conn
         if conn.they_are_waiting_for_100_continue:
@@ -190,7 +193,7 @@ class Connection:
             self.writer.write(continued or b"")
         size = 0
         try:
-            async with asyncio.timeout(self.read_timeout):
+            async with asyncio.timeout_at(deadline):
                 while True:
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
