@@ -191,5 +191,5 @@ def test_shipped_config_documents_every_web_setting(tmp_path: Path) -> None:
                 "type", "href", "template"):
         assert re.search(rf"^{key} = ", web, re.MULTILINE), key
     path.write_text(text.replace("cache_seconds = 60", "cache_seconds = 1e3"))
-    with pytest.raises(ConfigError, match="web.cache_seconds: expected an integer"):
+    with pytest.raises(ConfigError, match=r"web\.cache_seconds: expected an integer"):
         WebSettings(load(str(path)).frontends["web"])
