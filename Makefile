@@ -1,4 +1,5 @@
-# fingerd: `make run` serves the example config on port 1079; `make check` runs every test.
+# fingerd: `make run` serves the example config on port 1079 (finger) and 8079 (the web view);
+# `make check` runs every test.
 # Both set up what they need on a fresh Debian bookworm machine (apt packages when root).
 
 SHELL := /bin/bash
@@ -15,9 +16,11 @@ ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 # container, and python3-build/-installer/-setuptools: the import-cost tests build the wheel and
 # install it as pybuild does (tests/backend_fixtures.py). ngircd is the IRC server of the bot's
 # tests, which start their own in a network namespace of their own (its postinst starts a
-# system one on port 6667 where it can; the tests neither use it nor meet it).
-APT_PACKAGES := python3 python3-venv python3-wheel python3-systemd finger systemd iproute2 util-linux \
-	openssl ca-certificates faketime python3-build python3-installer python3-setuptools ngircd
+# system one on port 6667 where it can; the tests neither use it nor meet it). python3-h11 for
+# `fingerd web`, chromium (large) for the web view's browser tests.
+APT_PACKAGES := python3 python3-venv python3-wheel python3-systemd python3-h11 finger systemd \
+	iproute2 util-linux openssl ca-certificates faketime python3-build python3-installer \
+	python3-setuptools ngircd chromium
 
 .PHONY: all run check test lint deps apt-deps clean
 
@@ -42,7 +45,13 @@ endif
 
 deps: apt-deps e2e-deps $(VENV)/.ready
 
+# Finger on 1079 and the web view on http://localhost:8079/, the same answers; Ctrl-C stops
+# both (the web server, started in the background, is stopped when the recipe's shell exits).
 run: apt-deps $(VENV)/.ready
+	@trap 'kill $$web 2>/dev/null; wait $$web' EXIT; \
+	$(VPY) -m fingerd web --config examples/fingerd.toml --listen 127.0.0.1:8079 \
+		--listen '[::1]:8079' $(if $(ROOT),--user nobody) & web=$$!; \
+	echo "finger: printf 'moshez\\r\\n' | nc localhost 1079   web: http://localhost:8079/moshez"; \
 	$(VPY) -m fingerd serve --config examples/fingerd.toml --listen 127.0.0.1:1079 \
 		--listen '[::1]:1079' $(if $(ROOT),--user nobody)
 

@@ -120,18 +120,19 @@ def check(config_path: str | None, *, probe: bool = True, dump: bool = False,
             from fingerd.chain import build_chain
 
             chain = build_chain(config)
+            frontends = _frontends(config)
         except ConfigError as e:
             return _broken(e)
         if dump:
             print(_dump(config), end="")
             return OK
-        return _report(config, chain, probe=probe, quiet=quiet, as_nobody=root)
+        return _report(config, chain, frontends, probe=probe, quiet=quiet, as_nobody=root)
 
     return as_service(work)
 
 
-def _report(config: Config, chain: list[tuple[str, Backend]], *, probe: bool, quiet: bool,
-            as_nobody: bool) -> int:
+def _report(config: Config, chain: list[tuple[str, Backend]], frontends: list[str], *,
+            probe: bool, quiet: bool, as_nobody: bool) -> int:
     from fingerd.runner import with_alarm
 
     files = config.files
@@ -166,7 +167,7 @@ def _report(config: Config, chain: list[tuple[str, Backend]], *, probe: bool, qu
         for item in found:
             lines.append(f"    {escape(item)}")
             problems.append(item)
-    lines += _frontends(config)
+    lines += frontends
     if not quiet or problems:
         print("\n".join(lines))
     return DEGRADED if problems else OK
@@ -187,6 +188,11 @@ def _frontends(config: Config) -> list[str]:
         channels = ", ".join(bot.channels) or "no channel"
         lines.append(escape(f"  irc: {bot.nick} on {bot.server}:{bot.port}"
                             f"{' (TLS)' if bot.tls else ''} in {channels}{secret}"))
+    from fingerd.web.settings import WebSettings
+
+    web = WebSettings(config.frontends["web"])
+    if web.configured:
+        lines.append(f"  web: {escape(web.summary())}")
     return lines
 
 

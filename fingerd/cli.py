@@ -8,6 +8,7 @@ path that imports neither argparse nor any subcommand. Everything else is for pe
     fingerd serve --listen HOST:PORT   a standalone server (no systemd needed)
     fingerd status [set TEXT | clear]  users' own status (fingerd/status_cli.py)
     fingerd irc                        the finger service on IRC: a bot ([irc] in the config)
+    fingerd web --listen HOST:PORT     the web view and WebFinger over HTTP (fingerd/web/)
 """
 
 from __future__ import annotations
@@ -113,6 +114,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--user", metavar="USER",
                        help="when started as root: the user to switch to after binding")
 
+    web = sub.add_parser("web", help="serve the web view and WebFinger over HTTP",
+                         description="Serve the finger answers as web pages, text and JSON, "
+                                     "and WebFinger (RFC 7033), meant to sit behind a web "
+                                     "server.")
+    web.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
+    web.add_argument("--listen", metavar="HOST:PORT", action="append", default=[],
+                     help="address to listen on, repeatable; IPv6 as [::1]:8079 "
+                          "(default when systemd passes no sockets: 127.0.0.1:8079)")
+    web.add_argument("--user", metavar="USER",
+                     help="when started as root: the user to switch to after binding")
+
     irc = sub.add_parser("irc", help="answer finger queries on IRC (a bot; see [irc])",
                          description="Connect to the IRC server of the config's [irc] table "
                                      "and answer `!finger NAME` from the finger service.")
@@ -151,6 +163,10 @@ def _commands(argv: Sequence[str]) -> int:
             from fingerd.irc.main import irc
 
             return irc(args.config, args.user)
+        if args.command == "web":
+            from fingerd.web.server import serve_web
+
+            return serve_web(args.config, args.listen, args.user)
         from fingerd.server import serve
 
         return serve(args.config, args.listen, args.user)

@@ -16,6 +16,9 @@ import socket
 from fingerd import log
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
+# With a broken configuration a long-running front end answers "unavailable" and tries the
+# configuration again this often (seconds), so that it recovers once the file is fixed.
+RETRY_SECONDS = 2.0
 
 
 class UsageError(Exception):

@@ -44,7 +44,14 @@ from fingerd import log
 from fingerd.admission import Admission, source_key
 from fingerd.chain import service_from, unavailable_service
 from fingerd.config import ConfigError, load
-from fingerd.daemon import UsageError, drop_privileges, listening_sockets, notify, socket_name
+from fingerd.daemon import (
+    RETRY_SECONDS,
+    UsageError,
+    drop_privileges,
+    listening_sockets,
+    notify,
+    socket_name,
+)
 from fingerd.pool import Pool
 from fingerd.protocol import client_address
 from fingerd.service import DISCONNECTED, Reply
@@ -57,7 +64,6 @@ if TYPE_CHECKING:
 
 DEFAULT_LISTEN = "127.0.0.1:1079"
 SWEEP_INTERVAL = 0.1  # seconds between deadline checks
-RETRY_SECONDS = 2.0  # with a broken configuration: how often to try it again
 ACCEPT_BATCH = 64  # connections accepted per wake-up and listener, so that none starves
 
 # Connection states.

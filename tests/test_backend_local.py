@@ -138,10 +138,17 @@ def test_configured_range_shows_nobody(tmp_path: Path) -> None:
 
 # -- the fields shown ----------------------------------------------------------------------------
 
-def test_unknown_field_is_an_error_with_file_line_and_suggestion(tmp_path: Path) -> None:
+@pytest.fixture
+def public() -> Iterator[Path]:
+    """A directory the service's user can read: as root, `fingerd check` reads as nobody."""
+    with public_dir() as directory:
+        yield directory
+
+
+def test_unknown_field_is_an_error_with_file_line_and_suggestion(public: Path) -> None:
     """A misspelt field in ``fields`` or ``local_fields`` is a config error naming the file,
     the line, the key, the field and the field it most likely meant (``fingerd check``)."""
-    config = write_config(tmp_path / "fingerd.toml",
+    config = write_config(public / "fingerd.toml",
                           [{"type": "local", "local_fields": ["login", "fromhost"]}])
     check = run_cli(config, "check")
     assert check.returncode == 1
@@ -149,15 +156,15 @@ def test_unknown_field_is_an_error_with_file_line_and_suggestion(tmp_path: Path)
         f"fingerd: {config}:5: backend[1].local_fields: unknown field 'fromhost'; did you mean "
         "'from-host'? (fields: login, name, office, phone, directory, shell, on-since, "
         "from-host, last-login, mail, pgpkey, project, plan)")
-    config = write_config(tmp_path / "fingerd.toml",
+    config = write_config(public / "fingerd.toml",
                           [{"type": "local", "fields": ["zzz"]}])
     check = run_cli(config, "check")
     assert "backend[1].fields: unknown field 'zzz' (fields: login," in check.stderr
 
 
-def test_bad_local_network_is_an_error(tmp_path: Path) -> None:
+def test_bad_local_network_is_an_error(public: Path) -> None:
     """A local network with host bits set is an error that says which network was meant."""
-    config = write_config(tmp_path / "fingerd.toml",
+    config = write_config(public / "fingerd.toml",
                           [{"type": "local", "local_networks": ["192.168.1.7/24"]}])
     check = run_cli(config, "check")
     assert check.returncode == 1

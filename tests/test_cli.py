@@ -44,7 +44,7 @@ def test_version() -> None:
     assert run("--version").stdout.strip() == f"fingerd {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["query"], ["check"], ["serve"]])
+@pytest.mark.parametrize("command", [[], ["query"], ["check"], ["serve"], ["web"]])
 def test_help_on_each_command(command: list[str]) -> None:
     """Every command has --help."""
     proc = run(*command, "--help")

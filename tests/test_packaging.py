@@ -25,6 +25,8 @@ SERVICE = REPO / "systemd" / "fingerd@.service"
 SOCKET = REPO / "systemd" / "fingerd.socket"
 SERVER_SERVICE = REPO / "systemd" / "fingerd-server.service"
 SERVER_SOCKET = REPO / "systemd" / "fingerd-server.socket"
+WEB_SERVICE = REPO / "systemd" / "fingerd-web.service"
+WEB_SOCKET = REPO / "systemd" / "fingerd-web.socket"
 # The issue's bar for `systemd-analyze security --offline=true` ("OK" is below 2).
 MAX_EXPOSURE = 1.5
 
@@ -98,11 +100,12 @@ def test_deb_file_name_leaves_out_the_epoch() -> None:
     assert re.fullmatch(rf"dist/fingerd_{re.escape(upstream)}_[a-z0-9]+\.changes", out[1])
 
 
-@pytest.mark.parametrize("service", [SERVICE, SERVER_SERVICE], ids=lambda p: p.name)
+@pytest.mark.parametrize("service", [SERVICE, SERVER_SERVICE, WEB_SERVICE],
+                         ids=lambda p: p.name)
 def test_service_security_exposure(service: Path) -> None:
     """`systemd-analyze security --offline=true systemd/<unit>` rates the sandbox of the
-    per-connection service and of the long-running one at most 1.5, the figure the README
-    quotes."""
+    per-connection service and of the long-running ones (finger, the web view) at most 1.5, the
+    figure the README quotes."""
     analyze = shutil.which("systemd-analyze")
     require(analyze is not None, "systemd-analyze not installed (Debian package systemd)")
     assert analyze is not None
@@ -169,10 +172,39 @@ def test_server_units_have_the_settings_the_readme_relies_on() -> None:
     assert "[Install]" not in SERVER_SERVICE.read_text()
 
 
-def test_server_service_is_sandboxed_like_the_per_connection_one() -> None:
-    """Every sandbox line of fingerd@.service is in fingerd-server.service with the same value,
-    and the other way round: the long-running server gives up nothing, it pays once."""
-    assert sandbox(SERVER_SERVICE) == sandbox(SERVICE)
+@pytest.mark.parametrize("service", [SERVER_SERVICE, WEB_SERVICE], ids=lambda p: p.name)
+def test_long_running_services_are_sandboxed_like_the_per_connection_one(service: Path) -> None:
+    """Every sandbox line of fingerd@.service is in fingerd-server.service and
+    fingerd-web.service with the same value, and the other way round: the long-running servers
+    give up nothing, they pay once."""
+    assert sandbox(service) == sandbox(SERVICE)
+
+
+def test_web_units_have_the_settings_the_readme_relies_on() -> None:
+    """fingerd-web.socket listens on loopback only, 127.0.0.1:8079 and [::1]:8079, and hands
+    its sockets to one process (Accept=no); it can be enabled. fingerd-web.service is started
+    by its socket only, runs `fingerd web`, reports readiness, reloads on SIGHUP and logs to
+    the journal."""
+    sock = settings(WEB_SOCKET)
+    assert [value for key, value in sock if key == "ListenStream"] == ["127.0.0.1:8079",
+                                                                      "[::1]:8079"]
+    assert ("Accept", "no") in sock
+    assert "[Install]" in WEB_SOCKET.read_text()
+    service = settings(WEB_SERVICE)
+    for line in (("Type", "notify"), ("ExecStart", "/usr/bin/fingerd web"),
+                 ("ExecReload", "/bin/kill -HUP $MAINPID"), ("StandardError", "journal"),
+                 ("Requires", "fingerd-web.socket"), ("After", "fingerd-web.socket")):
+        assert line in service, line
+    assert "[Install]" not in WEB_SERVICE.read_text()
+
+
+def test_package_depends_on_h11() -> None:
+    """`fingerd web` imports h11: the package depends on python3-h11, and the build, whose
+    tests start `fingerd web`, needs it unless tests are off."""
+    control = (REPO / "debian" / "control").read_text()
+    source, binary = control.split("\nPackage: fingerd\n", 1)
+    assert " python3-h11,\n" in binary
+    assert " python3-h11 <!nocheck>,\n" in source
 
 
 def test_package_installs_every_unit() -> None:

@@ -91,8 +91,9 @@ def test_status_units_are_installed_not_enabled_stopped_on_removal_purged() -> N
     rules = (REPO / "debian" / "rules").read_text()
     assert re.search(r"dh_installsystemd --no-enable --no-start --restart-after-upgrade \\\n"
                      r"\s+fingerd-status\.socket fingerd-status\.service\n", rules)
-    assert "deb-systemd-invoke stop 'fingerd-status.service' 'fingerd-status.socket'" in \
-        (REPO / "debian" / "prerm").read_text()
+    prerm = (REPO / "debian" / "prerm").read_text()
+    stop = prerm[prerm.index("deb-systemd-invoke stop"):prerm.index(">/dev/null")]
+    assert "'fingerd-status.service'" in stop and "'fingerd-status.socket'" in stop
     postrm = (REPO / "debian" / "postrm").read_text()
     purge = postrm[postrm.index('if [ "$1" = "purge" ]'):]
     assert "rm -rf /var/lib/private/fingerd-status\n" in purge
