@@ -83,19 +83,28 @@ def _units_credentials() -> None:
     if systemctl is None or not os.path.isdir("/run/systemd/system"):
         return
     for unit in UNITS:
+        # `systemctl show -P LoadCredential` says "[unprintable]" (systemd 252): read the unit
+        # and its drop-ins as systemd does, in order; an empty assignment resets the list.
         try:
-            out = subprocess.run([systemctl, "show", "-P", "LoadCredential", unit],
-                                 capture_output=True, text=True, timeout=10).stdout
+            out = subprocess.run([systemctl, "cat", "--", unit], capture_output=True,
+                                 text=True, timeout=10).stdout
         except (OSError, subprocess.SubprocessError):
             continue
-        # "NAME:PATH NAME2:PATH2" (systemd 252 prints the pairs separated by blanks)
-        for item in out.split():
-            name, _, path = item.partition(":")
-            if name and path:
-                try:
-                    remember(name, read_file(f"credential {name!r}", path))
-                except CredentialError:
-                    continue  # check reports it where the config uses it
+        credentials: dict[str, str] = {}
+        for line in out.splitlines():
+            key, _, value = line.strip().partition("=")
+            if key.strip() != "LoadCredential":
+                continue
+            name, _, path = value.strip().partition(":")
+            if not name:
+                credentials.clear()
+            elif path:
+                credentials[name] = path
+        for name, path in credentials.items():
+            try:
+                remember(name, read_file(f"credential {name!r}", path))
+            except CredentialError:
+                continue  # check reports it where the config uses it
 
 
 def _broken(e: ConfigError) -> int:
