@@ -117,7 +117,7 @@ def test_bot_answers_over_tls_with_a_credential(box: container.Container) -> Non
     box.write_file(DROPIN, "[Service]\nLoadCredential=irc-password:/etc/fingerd/irc-password\n")
     box.write_file(CONFIG, FINGERD_CONF.replace('server = "localhost"',
                                                 'server = "localhost"\nport = 6697'))
-    box.run(["fingerd", "check"])
+    box.run(["fingerd", "check", "--no-probe"])
     box.run(["systemctl", "daemon-reload"])
     box.run(["systemctl", "start", "fingerd-irc.service"], timeout=120)
     status = unit_property(box, "fingerd-irc.service", "StatusText")
