@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 
-from fingerd import log
+from fingerd import log, tomlout
 from fingerd.config import ConfigError, load
 from fingerd.log import escape
 
@@ -221,50 +221,15 @@ def _dump(config: Config) -> str:
               "max_connections_per_source": server.max_connections_per_source,
               "max_unsent_bytes": server.max_unsent_bytes,
               "output_charset": "ascii" if server.ascii_only else "utf-8"}
-    out += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    out += [f"{key} = {tomlout.value(value)}" for key, value in values.items()]
     for name in FRONTEND_TABLES:
         table = config.table.get(name)
         if isinstance(table, dict) and table:
-            out += ["", *_table(name, table)]
+            out += ["", *tomlout.table(name, table)]
     for spec in config.backends:
         out += ["", f"[[backend]]  # from {spec.options.path}",
-                *_table("", dict(spec.options._table), prefix="backend")]
+                *tomlout.table("", spec.options.items(), path="backend")]
     return "\n".join(out) + "\n"
-
-
-def _table(name: str, table: dict[str, object], prefix: str = "") -> list[str]:
-    lines = [f"[{name}]"] if name else []
-    nested = []
-    for key, value in table.items():
-        if isinstance(value, dict):
-            nested.append((key, value))
-        else:
-            lines.append(f"{_key(key)} = {_toml(value)}")
-    for key, value in nested:
-        full = f"{name or prefix}.{_key(key)}"
-        lines += ["", *_table(full, value)]
-    return lines
-
-
-def _key(key: str) -> str:
-    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
-    return key if bare else _toml(key)
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        import json  # a JSON string is a valid TOML basic string
-
-        return json.dumps(value, ensure_ascii=True)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + "}"
-    return _toml(str(value))  # dates and times: as text
 
 
 def query(config_path: str | None, words: list[str], remote: str = "") -> int:

@@ -71,6 +71,10 @@ class Options:
             path, line = self.path, find_line(self.path, full)
         return ConfigError(path, reason, full, line)
 
+    def items(self) -> dict[str, object]:
+        """The table as read (for ``fingerd check --dump``)."""
+        return dict(self._table)
+
     def empty(self) -> bool:
         """Whether the table has no key at all (a front end's table absent from the file)."""
         return not self._table

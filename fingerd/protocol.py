@@ -143,7 +143,7 @@ def _valid_host(host: str) -> bool:
                                                    for c in host)
 
 
-def parse_query(line: bytes) -> Query:
+def parse_query(line: bytes, remote: str = "") -> Query:
     """Parse one query line (with or without its CRLF or LF) per RFC 1288 §2.3.
 
     ::
@@ -183,10 +183,14 @@ def parse_query(line: bytes) -> Query:
         raise QueryError(INVALID_QUERY)
     target = words[0] if words else ""
 
+    if "@" not in target:  # the usual case: no forwarding
+        if target.startswith("/"):
+            raise QueryError(INVALID_QUERY)
+        return Query(target, verbose, (), remote)
     user, *hosts = target.split("@")
     if user.startswith("/") or not all(_valid_host(h) for h in hosts):
         raise QueryError(INVALID_QUERY)
-    return Query(user, verbose, tuple(hosts))
+    return Query(user, verbose, tuple(hosts), remote)
 
 
 # The output filter (RFC 1288 §3.3: "filter any unprintable data, leaving only printable 7-bit
@@ -236,6 +240,17 @@ def render(text: str, *, max_bytes: int, ascii_only: bool = True) -> bytes:
     otherwise printable Unicode is kept as UTF-8. Either way no control character except TAB
     survives, and the result always ends with CRLF (an empty answer is just CRLF).
     """
+    if text.isascii() and text.isprintable():
+        # The usual answer, one line of printable ASCII: nothing to filter. (isprintable() is
+        # False for every control character, TAB and LF included.)
+        data = text.rstrip(" ").encode("ascii") + b"\r\n"
+        if len(data) <= max_bytes:
+            return data
+    return _filter(text, max_bytes, ascii_only)
+
+
+def _filter(text: str, max_bytes: int, ascii_only: bool) -> bytes:
+    """:func:`render`, the whole way."""
     if _ESC in text or _CSI in text:
         text = _strip_escapes(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_DROP_CONTROLS)

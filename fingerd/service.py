@@ -158,11 +158,10 @@ class Lookup:
             self.reply = unavailable()
             return
         try:
-            query = parse_query(line)
+            self.query = query = parse_query(line, remote)
         except QueryError as e:
             self.reply = Reply(reply_line(e.reply), INVALID)
             return
-        self.query = query = query.asked_by(remote) if remote else query
         if query.is_forward:
             if not server.forwarding:
                 self.reply = Reply(reply_line(FORWARDING_DENIED), DENIED, query)

@@ -18,8 +18,8 @@ Exit status: 0 done (also "no status"), 1 refused or failed (the reason on stder
 
 from __future__ import annotations
 
+import errno
 import os
-import socket
 import sys
 import time
 
@@ -39,7 +39,6 @@ from fingerd.status_protocol import (
     format_clear,
     format_get,
     format_set,
-    parse_reply,
     valid_user,
 )
 
@@ -104,40 +103,20 @@ def when(timestamp: int) -> str:
 
 def ask(path: str, request: bytes, timeout: float = TIMEOUT) -> Reply:
     """Send one request to the status service and read its reply (bounded)."""
-    deadline = time.monotonic() + timeout
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    from fingerd.status_client import Unreachable, exchange
+
     try:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise StatusError(f"the status service is not running (nothing listens on {path}); "
-                              f"{ENABLE_HINT}") from None
-        except OSError as e:
-            raise StatusError(f"cannot connect to the status service at {path}: "
-                              f"{e.strerror or e}") from None
-        data = b""
-        try:
-            try:
-                sock.sendall(request)
-                sock.shutdown(socket.SHUT_WR)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the service answered early (busy) and closed: its reply is readable
-            while len(data) <= 4 * MAX_TEXT_BYTES:
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except TimeoutError:
-            raise StatusError(f"the status service did not answer within {timeout:g} s") from None
-        except OSError as e:  # a reset after the reply (the request had extra bytes): use it
-            if not data:
-                raise StatusError(f"the status service hung up: {e.strerror or e}") from None
-    finally:
-        sock.close()
-    try:
-        return parse_reply(data)
+        return exchange(path, request, timeout)
+    except Unreachable as e:
+        if e.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            raise StatusError(f"the status service is not running (nothing listens on {path});"
+                              f" {ENABLE_HINT}") from None
+        raise StatusError(f"cannot connect to the status service at {path}: "
+                          f"{e.strerror or e}") from None
+    except TimeoutError:
+        raise StatusError(f"the status service did not answer within {timeout:g} s") from None
+    except OSError as e:
+        raise StatusError(f"the status service hung up: {e.strerror or e}") from None
     except ProtocolError as e:
         raise StatusError(f"unreadable reply from the status service ({e.message})") from None
 

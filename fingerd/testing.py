@@ -42,6 +42,7 @@ from pathlib import Path
 import pytest
 
 import fingerd
+from fingerd import tomlout
 from fingerd.backend import Backend
 from fingerd.chain import build_chain, service_from
 from fingerd.config import Config, ConfigError
@@ -246,30 +247,10 @@ def _public_dir() -> Iterator[Path]:
 
 def _write_config(directory: Path, table: dict[str, object]) -> Path:
     path = directory / "fingerd.toml"
-    path.write_text("[[backend]]\n" + "".join(f"{_key(k)} = {_value(v)}\n"
-                                              for k, v in table.items()))
+    path.write_text("\n".join(["[[backend]]", *tomlout.table("", table, path="backend")])
+                    + "\n")
     path.chmod(0o644)
     return path
-
-
-def _key(key: str) -> str:
-    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
-    return key if bare else _value(key)
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML for {value!r}")
 
 
 def _recv_all(sock: socket.socket, deadline: float) -> bytes:

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, recv_all, require, stop
 
+from fingerd import tomlout
 from fingerd.testing import make_backend  # noqa: F401 (for the backend tests)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,34 +53,13 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 # -- config ---------------------------------------------------------------------------------------
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                               for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def _toml_key(key: str) -> str:
-    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
-    return key if bare else _toml_value(key)
-
-
 def config_text(backends: list[dict[str, object]], server: dict[str, object] | None = None) -> str:
     """A fingerd.toml with ``[server]`` and one ``[[backend]]`` per table."""
     lines = ["[server]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in (server or {}).items()]
+    lines += [f"{tomlout.key(k)} = {tomlout.value(v)}" for k, v in (server or {}).items()]
     for table in backends:
         lines += ["", "[[backend]]"]
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+        lines += [f"{tomlout.key(k)} = {tomlout.value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -203,3 +203,26 @@ def test_client_address_names_ipv4_clients_of_a_dual_stack_socket_in_ipv4_form(
         peer: object, name: str) -> None:
     """`::ffff:192.0.2.7` is logged and counted as 192.0.2.7, as systemd's $REMOTE_ADDR does."""
     assert client_address(peer) == name
+
+
+@given(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=300),
+       st.integers(min_value=16, max_value=400), st.booleans())
+def test_the_fast_path_renders_what_the_whole_filter_renders(text: str, max_bytes: int,
+                                                              ascii_only: bool) -> None:
+    """A one-line printable ASCII answer skips the filter: the bytes are the same as the whole
+    filter's, whatever the cap."""
+    from fingerd.protocol import _filter
+
+    assert render(text, max_bytes=max_bytes, ascii_only=ascii_only) == _filter(
+        text, max_bytes, ascii_only)
+
+
+@given(st.text(max_size=80).filter(lambda t: "@" not in t and "\n" not in t))
+def test_parse_query_takes_the_asker(name: str) -> None:
+    """parse_query(line, remote) gives the same query as parse_query(line), asked by remote."""
+    line = name.encode("utf-8", "surrogatepass") + b"\r\n"
+    try:
+        plain = parse_query(line)
+    except QueryError:
+        return
+    assert parse_query(line, "192.0.2.1") == plain.asked_by("192.0.2.1")

@@ -24,20 +24,17 @@ interpreter's built-in ``_socket`` (as fingerd/backends/http.py does: ``socket``
 
 from __future__ import annotations
 
-import _socket
 import time
 
 from fingerd.backend import Backend
 from fingerd.status_protocol import (
     DEFAULT_SOCKET,
     ERR,
-    MAX_REPLY_BYTES,
     NONE,
     STATUS,
     ProtocolError,
     Reply,
     format_get,
-    parse_reply,
     valid_user,
 )
 
@@ -80,40 +77,14 @@ class StatusBackend(Backend):
         return f"{reply.text}\n\n(Status set {_when(reply.set_at)}{until}.)"
 
     def _ask(self, request: bytes) -> Reply:
-        deadline = time.monotonic() + self.timeout
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        data = b""
+        from fingerd.status_client import exchange
+
+        where = f"status service at {self.path}"
         try:
-            sock.settimeout(self.timeout)
-            try:
-                sock.connect(self.path)
-            except OSError as e:
-                raise StatusServiceError(f"status service at {self.path}: "
-                                         f"{e.strerror or type(e).__name__}") from None
-            try:  # noqa: SIM105 (contextlib costs 3 ms to import; this runs per connection)
-                sock.sendall(request)
-            except OSError:
-                pass  # the service answered early (busy) and closed: its reply is readable
-            try:
-                while len(data) <= MAX_REPLY_BYTES:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise TimeoutError
-                    sock.settimeout(left)
-                    chunk = sock.recv(MAX_REPLY_BYTES + 1)
-                    if not chunk:
-                        break
-                    data += chunk
-            except TimeoutError:
-                raise StatusServiceError(f"status service at {self.path}: no answer within "
-                                         f"{self.timeout:g} s") from None
-            except OSError as e:
-                if not data:  # a reset after the reply is the server closing: keep the reply
-                    raise StatusServiceError(f"status service at {self.path}: "
-                                             f"{e.strerror or type(e).__name__}") from None
-        finally:
-            sock.close()
-        try:
-            return parse_reply(data)
+            return exchange(self.path, request, self.timeout)
+        except TimeoutError:
+            raise StatusServiceError(f"{where}: no answer within {self.timeout:g} s") from None
+        except OSError as e:
+            raise StatusServiceError(f"{where}: {e.strerror or type(e).__name__}") from None
         except ProtocolError as e:
-            raise StatusServiceError(f"status service at {self.path}: {e.message}") from None
+            raise StatusServiceError(f"{where}: {e.message}") from None
