@@ -9,14 +9,14 @@ installs ours over it: the upgrade that takes over port 79.
 
 Needs root, debootstrap and systemd-nspawn (``make e2e-deps``); skipped with the reason
 otherwise, and failing instead in CI (CI=true). The .deb is ``$FINGERD_DEB`` when set (``make
-check`` builds it first), else the tests build it with ``make -f mk/deb.mk deb``.
+check`` builds it first), else the ``deb`` fixture (conftest.py) builds it with ``make -f mk/deb.mk
+deb``.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import subprocess
 import time
@@ -48,26 +48,6 @@ DYNAMIC_UIDS = range(61184, 65520)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package under test: $FINGERD_DEB, or built now into a temporary directory."""
-    if os.environ.get("FINGERD_DEB"):
-        path = Path(os.environ["FINGERD_DEB"]).resolve()
-        assert path.is_file(), f"FINGERD_DEB={path} does not exist"
-        return path
-    out = tmp_path_factory.mktemp("deb")
-    # nocheck: the package build would run this very suite's unit tests again.
-    build_env = {**os.environ, "DEB_BUILD_OPTIONS": "nocheck"}
-    try:
-        subprocess.run(["make", "-f", "mk/deb.mk", "deb", f"DEBPKG_DIST={out}"], cwd=REPO,
-                       check=True, capture_output=True, text=True, timeout=900,
-                       stdin=subprocess.DEVNULL, env=build_env)
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"make deb failed:\n{e.stdout[-4000:]}\n{e.stderr[-4000:]}")
-    (path,) = out.glob("fingerd_*_all.deb")
-    return path
-
-
 @pytest.fixture(scope="module")
 def box() -> Iterator[container.Container]:
     """A booted bookworm with the test clients copied in. Checked first, so that where no
