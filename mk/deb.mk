@@ -8,6 +8,9 @@
 # dpkg-buildpackage writes into the parent directory; the results are moved into $(DEBPKG_DIST)
 # and the tree is cleaned afterwards (--post-clean), so a build leaves nothing behind but dist/.
 
+# bash, for `make -f mk/deb.mk` alone too (the top-level Makefile sets it as well).
+SHELL := /bin/bash
+
 # The version in file names: dpkg leaves the epoch out (1:0.1.0 -> fingerd_0.1.0_all.deb).
 DEBPKG_VERSION := $(shell sed -n '1s/^[^(]*(\([0-9]*:\)\{0,1\}\([^)]*\)).*/\2/p' debian/changelog)
 DEBPKG_ARCH := $(shell dpkg --print-architecture)
