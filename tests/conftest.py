@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import select
 import shutil
 import signal
 import socket
@@ -280,6 +281,27 @@ class Served:
         self.port, self.proc = port, proc
 
 
+def wait_serving(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait for ``fingerd serve``'s "serving on" line on its stderr. Not for a connection to
+    succeed: the socket listens before the event loop has its signal handlers, and a SIGHUP or
+    SIGTERM sent in between is lost or kills it (seen on a loaded machine). The line comes
+    after the handlers. Reads the pipe one byte at a time, so that nothing after the line is
+    taken from the test."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not (b"serving on" in seen and seen.endswith(b"\n")):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"fingerd serve did not start: {seen.decode(errors='replace')!r}")
+        if select.select([fd], [], [], left)[0]:
+            byte = os.read(fd, 1)
+            if not byte:
+                raise RuntimeError(f"fingerd serve exited: {seen.decode(errors='replace')!r}")
+            seen += byte
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Served]]:
     """Start ``fingerd serve`` on a free loopback port (as nobody when we are root)."""
@@ -294,7 +316,7 @@ def serve() -> Iterator[Callable[..., Served]]:
                                  "--listen", listen, *user, *extra],
                                 env=env(), stderr=subprocess.PIPE)
         procs.append(proc)
-        wait_listening(host, port)
+        wait_serving(proc)
         return Served(port, proc)
 
     yield start
