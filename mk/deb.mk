@@ -59,8 +59,8 @@ else
 endif
 
 # The package build as a buildd or sbuild runs it, tests on: in a clean copy of the tree (the
-# files git lists, tracked or new, as they are now in the working tree: nothing ignored, no
-# .venv), by an unprivileged user (created if missing), in a network namespace of its own with
+# files git lists, tracked or new, as they are now in the working tree, deleted ones left out:
+# nothing ignored, no .venv), by an unprivileged user (created if missing), in a network namespace of its own with
 # only loopback up, with a bare environment. Its log goes to $(DEBPKG_OFFLINE_LOG); the .deb is
 # thrown away (`make deb` builds the one to install). As root only: the namespace, the user.
 DEBPKG_BUILD_USER ?= fingerd-build
@@ -76,7 +76,8 @@ ifeq ($(DEBPKG_ROOT),0)
 	tmp=$$(mktemp -d /tmp/fingerd-build.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
 	mkdir "$$tmp/fingerd"; \
 	git ls-files -z --cached --others --exclude-standard \
-		| while IFS= read -r -d '' f; do [ -e "$$f" ] && printf '%s\0' "$$f"; done \
+		| while IFS= read -r -d '' f; do \
+			if [ -e "$$f" ] || [ -L "$$f" ]; then printf '%s\0' "$$f"; fi; done \
 		| xargs -0 --no-run-if-empty cp -P --parents -t "$$tmp/fingerd"; \
 	chown -R $(DEBPKG_BUILD_USER): "$$tmp"; \
 	echo "deb-offline: dpkg-buildpackage -us -uc -b in $$tmp/fingerd as $(DEBPKG_BUILD_USER)," \
