@@ -59,16 +59,17 @@ lint: deps
 	$(VENV)/bin/ruff check fingerd tests bench
 	$(VENV)/bin/mypy
 
-# The end-to-end test installs the .deb built here into a booted container. nocheck: the package
-# build would otherwise run the same tests a second time.
+# The end-to-end tests (and debian/tests, through autopkgtest) install the .deb built here into
+# a booted container. nocheck: pytest runs the whole suite right after; the package build's own
+# run of the tests, as a buildd does it, is `make deb-offline`.
 test: deps
 	DEB_BUILD_OPTIONS=nocheck $(MAKE) deb
 	FINGERD_DEB=$(CURDIR)/$(DEBPKG_DEB) $(VPY) -m pytest
 
-check: lint test lint-deb
+check: lint test lint-deb deb-offline
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # `make deb`, `make lint-deb`, `make e2e-deps`: the Debian package and its end-to-end test.
 include mk/deb.mk

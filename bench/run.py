@@ -381,6 +381,22 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, or NaN (printed "-") when the denominator is not a positive
+    measurement. A --quick run measures so little that a CPU time read in clock ticks
+    (/proc/PID/stat, 10 ms each) can be 0, and a ratio to 0 means nothing."""
+    if not denominator > 0:  # 0, negative or NaN
+        return float("nan")
+    return numerator / denominator
+
+
+def met(value: float, target: float, missed: str = "NOT met") -> str:
+    """The verdict on ``value <= target``; "not measured" when the value is NaN."""
+    if value != value:
+        return "not measured"
+    return "met" if value <= target else missed
+
+
 def table(rows: list[list[str]]) -> str:
     head = ["server", "mode", "c", "req/s", "p50 ms", "p99 ms", "CPU/req ms", "peak RSS MiB",
             "CPU x", "RSS x", "vs", "notes"]
@@ -467,16 +483,15 @@ def measure(args: argparse.Namespace, paths: dict[str, str], sink: JournalSink) 
     }
     for name, c in costs.items():
         rows.append([name, "one process", "1", "-", "-", "-", fmt(c["cpu_ms"]),
-                     fmt(c["rss_mib"], 1), fmt(c["cpu_ms"] / b["cpu_ms"]),
-                     fmt(c["rss_mib"] / b["rss_mib"]), base, notes[name]])
+                     fmt(c["rss_mib"], 1), fmt(ratio(c["cpu_ms"], b["cpu_ms"])),
+                     fmt(ratio(c["rss_mib"], b["rss_mib"])), base, notes[name]])
     ours = costs["fingerd (bin/fingerd)"]
-    cpu_x, rss_x = ours["cpu_ms"] / b["cpu_ms"], ours["rss_mib"] / b["rss_mib"]
+    cpu_x, rss_x = ratio(ours["cpu_ms"], b["cpu_ms"]), ratio(ours["rss_mib"], b["rss_mib"])
     verdicts.append(
-        f"per connection: CPU {cpu_x:.2f}x the bare interpreter (target <= 1.5x: "
-        f"{'met' if cpu_x <= 1.5 else 'NOT met'}; stretch <= 1.25x: "
-        f"{'met' if cpu_x <= 1.25 else 'not met'}), peak RSS {rss_x:.2f}x (target <= 1.3x: "
-        f"{'met' if rss_x <= 1.3 else 'NOT met'}) [bin/fingerd]; the console script: "
-        f"{costs['fingerd (console script)']['cpu_ms'] / b['cpu_ms']:.2f}x CPU")
+        f"per connection: CPU {fmt(cpu_x)}x the bare interpreter (target <= 1.5x: "
+        f"{met(cpu_x, 1.5)}; stretch <= 1.25x: {met(cpu_x, 1.25, 'not met')}), peak RSS "
+        f"{fmt(rss_x)}x (target <= 1.3x: {met(rss_x, 1.3)}) [bin/fingerd]; the console "
+        f"script: {fmt(ratio(costs['fingerd (console script)']['cpu_ms'], b['cpu_ms']))}x CPU")
     # Each variant is also run 3 times to warm up.
     handler_runs = sum(c["n"] + 3 for name, c in costs.items() if name.startswith("fingerd"))
     results["journal_records_per_process"] = records
@@ -504,9 +519,9 @@ def measure(args: argparse.Namespace, paths: dict[str, str], sink: JournalSink) 
             r = by_c[f"{name} c={concurrency}"]  # type: ignore[index]
             for row in rows:
                 if row[0] == name and row[1] == "inetd -a" and row[2] == str(concurrency):
-                    f_cpu = floor["server_cpu"] / floor["requests"] if floor["requests"] else 0
-                    r_cpu = r["server_cpu"] / r["requests"] if r["requests"] else 0
-                    row[8] = fmt(r_cpu / f_cpu) if f_cpu else "-"
+                    f_cpu = ratio(floor["server_cpu"], floor["requests"])
+                    r_cpu = ratio(r["server_cpu"], r["requests"])
+                    row[8] = fmt(ratio(r_cpu, f_cpu))
                     row[10] = "floor (-I -S)"
 
     # Long-running.
@@ -538,38 +553,38 @@ def measure(args: argparse.Namespace, paths: dict[str, str], sink: JournalSink) 
         r["journal_records"] = sink.records - records_before
         results["long_running"][name] = r  # type: ignore[index]
     twisted = results["long_running"]["Twisted finger11"]  # type: ignore[index]
-    t_cpu = twisted["server_cpu"] / twisted["requests"] if twisted["requests"] else float("nan")
+    t_cpu = ratio(twisted["server_cpu"], twisted["requests"])
     for name, (_argv, _env, note) in servers.items():
         r = results["long_running"][name]  # type: ignore[index]
-        cpu = r["server_cpu"] / r["requests"] if r["requests"] else float("nan")
-        growth = (r["rss1_kib"] - r["rss0_kib"]) / r["rss0_kib"] * 100 if r["rss0_kib"] else 0
-        client = r["client_cpu"] / r["elapsed"] * 100 if r["elapsed"] else 0
+        cpu = ratio(r["server_cpu"], r["requests"])
+        growth = ratio(r["rss1_kib"] - r["rss0_kib"], r["rss0_kib"]) * 100
+        client = ratio(r["client_cpu"], r["elapsed"]) * 100
         rows.append([name, "long-running", "64", fmt(r["rps"], 0), fmt(r["p50_ms"]),
                      fmt(r["p99_ms"]), fmt(cpu * 1000, 4), fmt(r["hwm_kib"] / 1024, 1),
-                     fmt(cpu / t_cpu) if t_cpu else "-", "", "Twisted",
-                     f"{note}; RSS growth {growth:+.1f}%; client CPU {client:.0f}%; "
+                     fmt(ratio(cpu, t_cpu)), "", "Twisted",
+                     f"{note}; RSS growth {growth:+.1f}%; client CPU {fmt(client, 0)}%; "
                      f"journal records {r['journal_records']:.0f}; "
                      f"errors {r['errors']}, wrong {r['wrong']}"])
     ours_lr = results["long_running"]["fingerd serve"]  # type: ignore[index]
-    o_cpu = ours_lr["server_cpu"] / ours_lr["requests"] if ours_lr["requests"] else float("nan")
-    growth = ((ours_lr["rss1_kib"] - ours_lr["rss0_kib"]) / ours_lr["rss0_kib"] * 100
-              if ours_lr["rss0_kib"] else float("nan"))
+    o_cpu = ratio(ours_lr["server_cpu"], ours_lr["requests"])
+    growth = ratio(ours_lr["rss1_kib"] - ours_lr["rss0_kib"], ours_lr["rss0_kib"]) * 100
+    vs_twisted = ratio(o_cpu, t_cpu)
     verdicts.append(
-        f"long-running: CPU/request {o_cpu / t_cpu:.2f}x Twisted's (target <= 1: "
-        f"{'met' if o_cpu <= t_cpu else 'NOT met'}; stretch <= 0.67, i.e. 1.5x the requests "
-        f"per core: {'met' if o_cpu <= t_cpu / 1.5 else 'not met'}), p99 "
+        f"long-running: CPU/request {fmt(vs_twisted)}x Twisted's (target <= 1: "
+        f"{met(vs_twisted, 1)}; stretch <= 0.67, i.e. 1.5x the requests "
+        f"per core: {met(vs_twisted, 1 / 1.5, 'not met')}), p99 "
         f"{ours_lr['p99_ms']:.2f} ms vs Twisted's {twisted['p99_ms']:.2f} ms "
         f"({'met' if ours_lr['p99_ms'] <= twisted['p99_ms'] else 'NOT met'}), RSS growth "
         f"{growth:+.1f}% over {ours_lr['requests']:.0f} requests (target < 5%: "
-        f"{'met' if growth < 5 else 'NOT met'}) [fingerd serve, journal]")
+        f"{met(growth, 5)}) [fingerd serve, journal]")
     floor = results["long_running"]["asyncio.Protocol floor"]  # type: ignore[index]
-    client_share = floor["client_cpu"] / floor["elapsed"] if floor["elapsed"] else 0
-    ceiling = floor["rps"] / client_share if client_share else float("nan")
+    client_share = ratio(floor["client_cpu"], floor["elapsed"])
+    ceiling = ratio(floor["rps"], client_share)
     verdicts.append(
         f"load generator (bench/loadgen.py, one process on CPU {CLIENT_CPU}): against the "
-        f"asyncio floor it did {floor['rps']:.0f} req/s using {client_share * 100:.0f}% of its "
-        f"core, so its ceiling is about {ceiling:.0f} req/s; req/s near that are the client's "
-        f"limit, not the server's (compare CPU/req)")
+        f"asyncio floor it did {floor['rps']:.0f} req/s using {fmt(client_share * 100, 0)}% of "
+        f"its core, so its ceiling is about {fmt(ceiling, 0)} req/s; req/s near that are the "
+        f"client's limit, not the server's (compare CPU/req)")
 
     # Import profile.
     imports = {"bin/fingerd": importtime(paths, launcher, 15),

@@ -40,9 +40,11 @@ def _raise_alarm(signum: int, frame: object) -> None:
 def with_alarm(seconds: float, fn: Callable[[], T]) -> T:
     """``fn()``, interrupted after ``seconds`` with a TimeoutError ("took longer than N s")."""
     _signal.signal(_signal.SIGALRM, _raise_alarm)
-    _signal.setitimer(_signal.ITIMER_REAL, seconds)
     try:
         try:
+            # Armed inside the try: a timer that fires before fn() starts (a tiny limit, a
+            # loaded machine) raises here, and must become the TimeoutError too.
+            _signal.setitimer(_signal.ITIMER_REAL, seconds)
             return fn()
         finally:
             _signal.setitimer(_signal.ITIMER_REAL, 0)

@@ -3,9 +3,13 @@
 #   make deb        install the build dependencies (as root), build dist/fingerd_<version>_all.deb
 #   make lint-deb   lintian on the .deb and the .changes: fails on any error or warning
 #   make e2e-deps   install what tests/test_systemd_e2e.py needs on the host (as root)
+#   make deb-offline  the package build as a buildd runs it (as root; part of `make check`)
 #
 # dpkg-buildpackage writes into the parent directory; the results are moved into $(DEBPKG_DIST)
 # and the tree is cleaned afterwards (--post-clean), so a build leaves nothing behind but dist/.
+
+# bash, for `make -f mk/deb.mk` alone too (the top-level Makefile sets it as well).
+SHELL := /bin/bash
 
 # The version in file names: dpkg leaves the epoch out (1:0.1.0 -> fingerd_0.1.0_all.deb).
 DEBPKG_VERSION := $(shell sed -n '1s/^[^(]*(\([0-9]*:\)\{0,1\}\([^)]*\)).*/\2/p' debian/changelog)
@@ -18,7 +22,7 @@ DEBPKG_CHANGES := $(DEBPKG_DIST)/fingerd_$(DEBPKG_VERSION)_$(DEBPKG_ARCH).change
 DEBPKG_ENV := env PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive
 DEBPKG_ROOT := $(filter 0,$(shell id -u))
 
-.PHONY: deb deb-deps lint-deb e2e-deps
+.PHONY: deb deb-deps lint-deb e2e-deps deb-offline
 
 deb: deb-deps
 	$(DEBPKG_ENV) dpkg-buildpackage -us -uc -b --post-clean
@@ -52,4 +56,42 @@ ifeq ($(DEBPKG_ROOT),0)
 	$(DEBPKG_ENV) apt-get install -y -qq --no-install-recommends debootstrap systemd-container
 else
 	@echo "e2e-deps: not root, the end-to-end test will be skipped"
+endif
+
+# The package build as a buildd or sbuild runs it, tests on: in a clean copy of the tree (the
+# files git lists, tracked or new, as they are now in the working tree, deleted ones left out:
+# nothing ignored, no .venv), by an unprivileged user (created if missing), in a network namespace of its own with
+# only loopback up, with a bare environment. Its log goes to $(DEBPKG_OFFLINE_LOG); the .deb is
+# thrown away (`make deb` builds the one to install). As root only: the namespace, the user.
+DEBPKG_BUILD_USER ?= fingerd-build
+DEBPKG_OFFLINE_LOG := $(DEBPKG_DIST)/build-offline.log
+
+deb-offline: deb-deps
+ifeq ($(DEBPKG_ROOT),0)
+	@getent passwd $(DEBPKG_BUILD_USER) >/dev/null || useradd --system --user-group \
+		--home-dir /nonexistent --shell /usr/sbin/nologin \
+		--comment "fingerd package builds (make deb-offline)" $(DEBPKG_BUILD_USER)
+	@mkdir -p $(DEBPKG_DIST)
+	@set -euo pipefail; start=$$(date +%s); \
+	tmp=$$(mktemp -d /tmp/fingerd-build.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/fingerd"; \
+	git ls-files -z --cached --others --exclude-standard \
+		| while IFS= read -r -d '' f; do \
+			if [ -e "$$f" ] || [ -L "$$f" ]; then printf '%s\0' "$$f"; fi; done \
+		| xargs -0 --no-run-if-empty cp -P --parents -t "$$tmp/fingerd"; \
+	chown -R $(DEBPKG_BUILD_USER): "$$tmp"; \
+	echo "deb-offline: dpkg-buildpackage -us -uc -b in $$tmp/fingerd as $(DEBPKG_BUILD_USER)," \
+		"loopback only; log: $(DEBPKG_OFFLINE_LOG)"; \
+	if ! unshare --net -- /bin/sh -c 'ip link set lo up && cd "$$1/fingerd" && exec runuser \
+			-u $(DEBPKG_BUILD_USER) -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+			HOME=/nonexistent LANG=C.UTF-8 dpkg-buildpackage -us -uc -b' sh "$$tmp" \
+			>$(DEBPKG_OFFLINE_LOG) 2>&1 </dev/null; then \
+		tail -n 80 $(DEBPKG_OFFLINE_LOG); echo "deb-offline: FAILED (log: $(DEBPKG_OFFLINE_LOG))"; \
+		exit 1; \
+	fi; \
+	grep -E '^=* ?[0-9]+ (passed|failed)' $(DEBPKG_OFFLINE_LOG) || true; \
+	echo "deb-offline: built and tested in $$(( $$(date +%s) - start )) s"
+else
+	@echo "deb-offline: needs root (a network namespace, a build user); not run"
+	@[ "$${CI:-}" != true ] || { echo "deb-offline: CI must run it"; exit 1; }
 endif

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from conftest import free_port, recv_all, require, stop
+from conftest import child_path, free_port, recv_all, require, stop
 
 from fingerd import tomlout
 from fingerd.testing import make_backend  # noqa: F401 (for the backend tests)
@@ -45,7 +45,7 @@ _DROPPED_ENV = ("JOURNAL_STREAM", "FINGERD_CONFIG", "CACHE_DIRECTORY", "LISTEN_F
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = child_path()
     env["LC_ALL"] = "C"
     env.update(extra or {})
     return env

@@ -6,11 +6,37 @@
 - ``inetd(config)``: ``systemd-socket-activate --inetd -a`` on a free loopback port, starting the
   handler per connection exactly as ``fingerd@.service`` does; yields the port.
 - ``serve(config)``: ``fingerd serve`` on a free loopback port; yields (port, process).
+
+Where tests run, and the markers that say why one cannot
+--------------------------------------------------------
+The suite runs in two places. ``make check`` (and CI, ``CI=true``, as root) runs every test.
+The Debian package build (``dpkg-buildpackage``, debian/rules) runs them again, the way a buildd
+or sbuild does: as any user (often not root), with the network down but for loopback, with
+only the Build-Depends installed. A test that cannot run there carries one marker naming what
+it needs (described in pyproject.toml), and the package build deselects the three of them:
+
+- ``@pytest.mark.root``: root itself (setpriv or ``--user`` to another account, chown to
+  another account, mounts, ``systemd-analyze`` creating /run/systemd/, apt).
+- ``@pytest.mark.netns``: a private network namespace (root, ``unshare``, ``ip``), e.g. to own
+  port 79 for the real ``finger`` client.
+- ``@pytest.mark.systemd``: a booted Debian under ``systemd-nspawn`` (root, debootstrap); the
+  .deb installed there.
+
+Each of them needs root, so a marked test skips, saying which marker, when the suite runs as
+another user (and fails in CI). Every unmarked test must run in the package build: a program
+it runs comes from a package in Build-Depends (``<!nocheck>`` when only tests use it), it
+talks to loopback only, and it runs as root and as a normal user alike. To skip for any
+other reason, use ``require(condition, reason)``: it skips with the reason, but fails where
+everything must run (``CI=true``, or ``FINGERD_TEST_NO_SKIP=1``, which debian/rules sets). There,
+any other skip (``pytest.skip``, ``importorskip``) fails too.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import select
 import shutil
 import signal
 import socket
@@ -27,22 +53,75 @@ REPO = Path(__file__).resolve().parent.parent
 FINGERD = [sys.executable, "-m", "fingerd"]
 IS_ROOT = os.geteuid() == 0
 IN_CI = os.environ.get("CI") == "true"
+#: Where every selected test must run: CI, and the package build (debian/rules).
+MUST_RUN = IN_CI or os.environ.get("FINGERD_TEST_NO_SKIP") == "1"
+WHERE = "CI" if IN_CI else "the package build (FINGERD_TEST_NO_SKIP=1)"
+
+#: The markers for what a package build lacks (see above and pyproject.toml). Each needs root.
+ROOT_MARKERS = ("root", "netns", "systemd")
 
 
 def require(condition: bool, reason: str) -> None:
-    """Skip for ``reason`` unless the condition holds; in CI, where everything must run, fail."""
+    """Skip for ``reason`` unless the condition holds; where every test must run (CI, the
+    package build), fail instead."""
     if not condition:
-        if IN_CI:
-            pytest.fail(f"CI must run this test, but: {reason}")
+        if MUST_RUN:
+            pytest.fail(f"{WHERE} must run this test, but: {reason}")
         pytest.skip(reason)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked root, netns or systemd skips (fails where it must run) unless root."""
+    for name in ROOT_MARKERS:
+        if item.get_closest_marker(name) is not None:
+            require(IS_ROOT, f"needs root (marked {name}, see pyproject.toml)")
+            return
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Where every test must run, a skip from anywhere (not only require()) is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if MUST_RUN and report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{WHERE} must run this test, but it skipped: {reason}"
+
+
+@functools.cache
+def child_path() -> str:
+    """Where a fingerd child imports fingerd from: this checkout, or a copy of the package.
+
+    As root, some children run as nobody (``fingerd serve --user nobody``, setpriv), and they
+    must be able to import fingerd too. A checkout in a directory others cannot enter (a
+    clone in /root, built there with ``dpkg-buildpackage`` as root) is out of their reach:
+    then the children get a copy of the package in a public temporary directory, removed at
+    exit.
+    """
+    if not IS_ROOT or subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+             "-c", "import fingerd.cli"], env={"PYTHONPATH": str(REPO)}, cwd="/",
+            capture_output=True, timeout=60, check=False).returncode == 0:
+        return str(REPO)
+    copy = Path(tempfile.mkdtemp(prefix="fingerd-src-"))
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    shutil.copytree(REPO / "fingerd", copy / "fingerd",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return str(copy)
+
+
 def env(**extra: str) -> dict[str, str]:
-    """The environment for a fingerd child: this checkout importable, nothing from systemd."""
+    """The environment for a fingerd child: this checkout importable (see child_path), nothing
+    from systemd."""
     base = {k: v for k, v in os.environ.items()
             if k not in ("FINGERD_CONFIG", "REMOTE_ADDR", "JOURNAL_STREAM", "CACHE_DIRECTORY",
                          "LISTEN_FDS", "LISTEN_PID", "NOTIFY_SOCKET")}
-    base["PYTHONPATH"] = str(REPO)
+    base["PYTHONPATH"] = child_path()
     base.update(extra)
     return base
 
@@ -202,6 +281,27 @@ class Served:
         self.port, self.proc = port, proc
 
 
+def wait_serving(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait for ``fingerd serve``'s "serving on" line on its stderr. Not for a connection to
+    succeed: the socket listens before the event loop has its signal handlers, and a SIGHUP or
+    SIGTERM sent in between is lost or kills it (seen on a loaded machine). The line comes
+    after the handlers. Reads the pipe one byte at a time, so that nothing after the line is
+    taken from the test."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not (b"serving on" in seen and seen.endswith(b"\n")):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"fingerd serve did not start: {seen.decode(errors='replace')!r}")
+        if select.select([fd], [], [], left)[0]:
+            byte = os.read(fd, 1)
+            if not byte:
+                raise RuntimeError(f"fingerd serve exited: {seen.decode(errors='replace')!r}")
+            seen += byte
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Served]]:
     """Start ``fingerd serve`` on a free loopback port (as nobody when we are root)."""
@@ -216,7 +316,7 @@ def serve() -> Iterator[Callable[..., Served]]:
                                  "--listen", listen, *user, *extra],
                                 env=env(), stderr=subprocess.PIPE)
         procs.append(proc)
-        wait_listening(host, port)
+        wait_serving(proc)
         return Served(port, proc)
 
     yield start
@@ -224,3 +324,24 @@ def serve() -> Iterator[Callable[..., Served]]:
         stop(proc)
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package under test, for the tests that install it (marked systemd): $FINGERD_DEB
+    (`make check` builds it first), or built now into a temporary directory."""
+    if os.environ.get("FINGERD_DEB"):
+        path = Path(os.environ["FINGERD_DEB"]).resolve()
+        assert path.is_file(), f"FINGERD_DEB={path} does not exist"
+        return path
+    out = tmp_path_factory.mktemp("deb")
+    # nocheck: the package build would run this very suite's unit tests again.
+    build_env = {**os.environ, "DEB_BUILD_OPTIONS": "nocheck"}
+    try:
+        subprocess.run(["make", "-f", "mk/deb.mk", "deb", f"DEBPKG_DIST={out}"], cwd=REPO,
+                       check=True, capture_output=True, text=True, timeout=900,
+                       stdin=subprocess.DEVNULL, env=build_env)
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"make deb failed:\n{e.stdout[-4000:]}\n{e.stderr[-4000:]}")
+    (path,) = out.glob("fingerd_*_all.deb")
+    return path

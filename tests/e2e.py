@@ -1,17 +1,15 @@
-"""What the booted-container tests share: the package under test, a booted bookworm with it
-installed, and small helpers to look at units and the journal in there.
+"""What the booted-container tests share: a booted bookworm with the package installed, and
+small helpers to look at units and the journal in there.
 
-Each ``tests/test_e2e_*.py`` module boots a container of its own (tests/container.py) and
-installs the .deb: ``$FINGERD_DEB`` when set (``make check`` builds it first), else built here
-with ``make -f mk/deb.mk deb`` (without running the unit tests again: the suite runs them).
+Each ``tests/test_e2e_*.py`` module (and tests/test_systemd_e2e.py) boots a container of its
+own (tests/container.py) and installs the .deb of the ``deb`` fixture (tests/conftest.py):
+``$FINGERD_DEB`` when set (``make check`` builds it first), else built once per run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,29 +17,11 @@ from typing import TypeVar
 
 import container
 import pytest
-from conftest import REPO, require
+from conftest import require
 
 T = TypeVar("T")
 # The dynamic UID range of systemd (DynamicUser=): 61184-65519.
 DYNAMIC_UIDS = range(61184, 65520)
-
-
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package under test: $FINGERD_DEB, or built now into a temporary directory."""
-    if os.environ.get("FINGERD_DEB"):
-        path = Path(os.environ["FINGERD_DEB"]).resolve()
-        assert path.is_file(), f"FINGERD_DEB={path} does not exist"
-        return path
-    out = tmp_path_factory.mktemp("deb")
-    try:
-        subprocess.run(["make", "-f", "mk/deb.mk", "deb", f"DEBPKG_DIST={out}"], cwd=REPO,
-                       check=True, capture_output=True, text=True, timeout=900,
-                       stdin=subprocess.DEVNULL,
-                       env={**os.environ, "DEB_BUILD_OPTIONS": "nocheck"})
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"make deb failed:\n{e.stdout[-4000:]}\n{e.stderr[-4000:]}")
-    (path,) = out.glob("fingerd_*_all.deb")
-    return path
 
 
 @contextlib.contextmanager
@@ -61,7 +41,12 @@ def unit_property(box: container.Container, unit: str, name: str) -> str:
     return box.run(["systemctl", "show", "-P", name, unit]).stdout.strip()
 
 
-def journal(box: container.Container, *matches: str) -> list[dict[str, str]]:
+def finger(box: container.Container, target: str, *, long: bool = False) -> str:
+    """The real finger client inside the container."""
+    return box.run(["finger", *(["-l"] if long else []), target], timeout=30).stdout
+
+
+def journal_records(box: container.Container, *matches: str) -> list[dict[str, str]]:
     """Journal entries (``journalctl -o json``) matching ``matches``."""
     out = box.run(["journalctl", "--no-pager", "-o", "json", *matches], timeout=30).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]

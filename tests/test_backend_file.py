@@ -21,7 +21,6 @@ from backend_fixtures import (
     within,
     write_config,
 )
-from conftest import require
 
 from fingerd.chain import service_from
 from fingerd.config import Config
@@ -425,10 +424,10 @@ def test_owner_must_match_refuses_speaking_for_another(
     assert "has a file but no local account" in log
 
 
+@pytest.mark.root  # lchown to another account
 def test_owner_must_match_checks_the_link_owner_too(status_dir: Path) -> None:
     """A symlink named after a user counts only if that user owns the link as well as the
     file: someone else's link to the user's own file does not speak for the user."""
-    require(os.geteuid() == 0, "needs root to give files and links to another account (lchown)")
     nobody = pwd.getpwnam("nobody")
     target = status_dir / "nobody-real"
     target.write_text("nobody's words")
@@ -440,10 +439,10 @@ def test_owner_must_match_checks_the_link_owner_too(status_dir: Path) -> None:
     assert backend.lookup(Query("nobody")) == "nobody's words"
 
 
+@pytest.mark.root  # chown to another account
 def test_owner_must_match_checks_the_file_behind_a_link(status_dir: Path) -> None:
     """A user's own symlink to a file in the directory that someone else owns does not make
     that file the user's answer."""
-    require(os.geteuid() == 0, "needs root to give a file to another account (chown)")
     nobody = pwd.getpwnam("nobody")
     theirs = status_dir / "theirs"
     theirs.write_text("nobody's words")

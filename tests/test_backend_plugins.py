@@ -1,12 +1,12 @@
 """Third-party backends: a real package declaring an entry point in ``fingerd.backends``.
 
 The package is the example of README.md ("Writing a backend"), taken from the document itself
-(so the README's example is the one that is tested), built and installed by pip
-(``--no-index --no-build-isolation``: no network) into a directory that goes on the path.
-There pip writes real ``*.dist-info`` metadata with ``entry_points.txt``, which
-importlib.metadata reads as it would in site-packages. Then
-fingerd answers through it: in the chain, through the handler on a socket, and through
-``fingerd serve``.
+(so the README's example is the one that is tested), built into a wheel and installed the way
+Debian's pybuild does it (``python3 -m build --no-isolation``, then ``installer``: no pip, no
+network) into a directory that goes on the path. The installed ``*.dist-info`` has the
+``entry_points.txt`` that pip would write too, which importlib.metadata reads as it would in
+site-packages. Then fingerd answers through it: in the chain, through the handler on a socket,
+and through ``fingerd serve``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from backend_fixtures import (
     run_handler,
     write_config,
 )
-from conftest import require
+from conftest import child_path, require
 
 from fingerd.testing import BackendContract, World
 
@@ -42,21 +42,36 @@ def readme_block(first_line: str) -> str:
     raise AssertionError(f"no block starting with {first_line!r} in {README}")
 
 
-def install(source: Path, target: Path) -> None:
-    """Install the project in ``source`` into the path entry ``target`` with pip.
+#: What building and installing the plugin takes (Build-Depends <!nocheck> of the package).
+BUILD_TOOLS = {"build": "python3-build", "installer": "python3-installer",
+               "setuptools": "python3-setuptools", "wheel": "python3-wheel"}
 
-    ``--no-index --no-build-isolation``: no network. setuptools 66 (bookworm) needs the
-    ``wheel`` package to build, which `make check` installs (Debian's python3-wheel).
-    """
-    require(importlib.util.find_spec("setuptools") is not None
-            and importlib.util.find_spec("wheel") is not None,
-            "pip needs setuptools and wheel to build the plugin (Debian: python3-wheel)")
-    proc = subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--no-index",
-                           "--no-build-isolation", "--no-deps",
-                           "--disable-pip-version-check", "--no-cache-dir",
-                           "--target", str(target), str(source)],
+
+def install(source: Path, target: Path) -> None:
+    """Build the project in ``source`` into a wheel and install it into the path entry
+    ``target``, as pybuild does: ``python3 -m build --wheel --no-isolation`` (no network; the
+    README's pyproject.toml names no build backend, so setuptools and wheel build it), then
+    ``installer`` with ``target`` as the scheme's library directory. No pip: a package build has
+    only its Build-Depends."""
+    missing = [f"{module} ({package})" for module, package in BUILD_TOOLS.items()
+               if importlib.util.find_spec(module) is None]
+    require(not missing, f"building the plugin needs {', '.join(missing)}")
+    from installer import install as install_wheel
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
+    dist = target.parent / "wheels" / source.name
+    proc = subprocess.run([PYTHON, "-m", "build", "--wheel", "--no-isolation", "--outdir",
+                           str(dist), str(source)],
                           capture_output=True, text=True, timeout=300, cwd=source)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    [wheel] = dist.glob("*.whl")
+    scheme = {"purelib": target, "platlib": target, "scripts": target / "bin",
+              "data": target / "data", "headers": target / "include"}
+    destination = SchemeDictionaryDestination({k: str(v) for k, v in scheme.items()},
+                                              interpreter=PYTHON, script_kind="posix")
+    with WheelFile.open(wheel) as source_wheel:
+        install_wheel(source_wheel, destination, {"INSTALLER": b"fingerd-tests\n"})
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +98,7 @@ def site() -> Iterator[Path]:
 
 
 def plugin_env(site: Path) -> dict[str, str]:
-    return {"PYTHONPATH": f"{REPO}:{site}"}
+    return {"PYTHONPATH": f"{child_path()}:{site}"}
 
 
 def test_readme_example_is_short_and_complete() -> None:

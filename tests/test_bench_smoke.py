@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 
+import pytest
 from conftest import REPO, require
 
 ROWS = [
@@ -24,10 +25,11 @@ ROWS = [
 ]
 
 
+# root: namespaces, taskset, apt; the first run also downloads its peers (Twisted, in.fingerd).
+@pytest.mark.root
 def test_make_bench_quick_prints_the_table_with_every_row() -> None:
     """`make bench BENCH_ARGS=--quick` sets up its peers and prints every row of the table,
     the verdicts, and the import profile."""
-    require(os.geteuid() == 0, "the benchmark needs root (namespaces, apt)")
     require(shutil.which("make") is not None, "make not installed")
     proc = subprocess.run(["make", "--no-print-directory", "bench", "BENCH_ARGS=--quick"],
                           cwd=REPO, capture_output=True, text=True, timeout=1500,

@@ -21,11 +21,10 @@ from pathlib import Path
 import container
 import pytest
 from conftest import require
-from test_systemd_e2e import deb, journal_records, unit_property, wait_for
+from e2e import journal_records, unit_property, wait_for
 
 pytestmark = pytest.mark.systemd
 
-__all__ = ["deb"]  # the module fixture, shared with the main end-to-end test
 
 PERSON = Path(__file__).with_name("irc_person.py")
 CONFIG = "/etc/fingerd/fingerd.toml"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import container
 import pytest
-from e2e import booted, finger_text, journal, package, unit_property, wait_for
+from e2e import booted, finger_text, journal_records, unit_property, wait_for
 
 pytestmark = pytest.mark.systemd
 
@@ -45,11 +45,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 http.server.HTTPServer(("127.0.0.1", 8080), H).serve_forever()
 """
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return package(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +199,7 @@ def test_a_broken_config_never_closes_port_79(box: container.Container) -> None:
     assert seen.get("Happy and well", 0) > 0 and seen.get("Finger service unavailable", 0) > 0
     assert "ConnectionRefusedError" not in seen, seen  # the port was never closed
     assert unit_property(box, "fingerd-server.socket", "Result") == "success"
-    records = journal(box, "-u", "fingerd-server.service", "PRIORITY=3")
+    records = journal_records(box, "-u", "fingerd-server.service", "PRIORITY=3")
     assert records, "configuration errors are logged at priority err"
 
 

@@ -22,14 +22,7 @@ from pathlib import Path
 import container
 import pytest
 from conftest import require
-from test_systemd_e2e import (
-    DYNAMIC_UIDS,
-    finger,
-    journal_records,
-    unit_property,
-    wait_for,
-)
-from test_systemd_e2e import deb as deb  # the module-scoped fixture: the package under test
+from e2e import DYNAMIC_UIDS, finger, journal_records, unit_property, wait_for
 
 pytestmark = pytest.mark.systemd
 

@@ -12,15 +12,13 @@ otherwise, failing instead in CI. The .deb is ``$FINGERD_DEB`` when set, else bu
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import container
 import pytest
-from conftest import REPO, require
+from e2e import booted, finger_text, unit_property
 
 pytestmark = pytest.mark.systemd
 
@@ -73,33 +71,10 @@ DYNAMIC_UIDS = range(61184, 65520)
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package under test: $FINGERD_DEB, or built now into a temporary directory."""
-    if os.environ.get("FINGERD_DEB"):
-        path = Path(os.environ["FINGERD_DEB"]).resolve()
-        assert path.is_file(), f"FINGERD_DEB={path} does not exist"
-        return path
-    out = tmp_path_factory.mktemp("deb")
-    subprocess.run(["make", "-f", "mk/deb.mk", "deb", f"DEBPKG_DIST={out}"], cwd=REPO,
-                   check=True, capture_output=True, text=True, timeout=900,
-                   stdin=subprocess.DEVNULL, env={**os.environ, "DEB_BUILD_OPTIONS": "nocheck"})
-    (path,) = out.glob("fingerd_*_all.deb")
-    return path
-
-
-@pytest.fixture(scope="module")
 def box(deb: Path) -> Iterator[container.Container]:
     """A booted bookworm with the package installed."""
-    reason = container.unavailable_reason()
-    require(reason is None, f"cannot boot a systemd container: {reason}")
-    with container.Container(container.cached_root()) as c:
-        c.copy_in(deb, "/root/")
-        c.run(["apt-get", "install", "-y", f"/root/{deb.name}"], timeout=180)
+    with booted(deb) as c:
         yield c
-
-
-def prop(box: container.Container, unit: str, name: str) -> str:
-    return box.run(["systemctl", "show", "-P", name, unit]).stdout.strip()
 
 
 def curl(box: container.Container, url: str, *args: str) -> str:
@@ -115,21 +90,12 @@ def status(response: str) -> int:
     return int(response.split(" ", 2)[1])
 
 
-def finger_bytes(box: container.Container, line: str) -> str:
-    """What finger on port 79 answers, byte for byte (the finger client reformats it)."""
-    script = ("import socket,sys; s=socket.create_connection(('127.0.0.1',79),timeout=10);"
-              "s.sendall(sys.argv[1].encode()+b'\\r\\n'); d=b''\n"
-              "while c:=s.recv(65536): d+=c\n"
-              "sys.stdout.buffer.write(d)")
-    return box.run(["python3", "-c", script, line], timeout=30).stdout
-
-
 def test_web_units_are_installed_not_enabled(box: container.Container) -> None:
     """The package installs fingerd-web.socket and fingerd-web.service, neither enabled nor
     started; they load without a warning."""
-    assert prop(box, SOCKET, "UnitFileState") == "disabled"
+    assert unit_property(box, SOCKET, "UnitFileState") == "disabled"
     for unit in (SOCKET, SERVICE):
-        assert prop(box, unit, "ActiveState") == "inactive", unit
+        assert unit_property(box, unit, "ActiveState") == "inactive", unit
     verify = box.run(["systemd-analyze", "verify", "--man=no", SOCKET, SERVICE])
     assert verify.stderr.strip() == "", verify.stderr
     assert box.run(["ss", "-Htln", "sport", "= :8079"]).stdout.strip() == ""
@@ -147,9 +113,9 @@ def test_enable_serves_on_loopback_from_a_sandboxed_process(box: container.Conta
         "127.0.0.1", "[::1]"], listening
     for url in ("http://127.0.0.1:8079/moshez", "http://[::1]:8079/moshez"):
         assert body(curl(box, url, "-H", "Accept: text/plain")) == "Happy and well\r\n", url
-    assert prop(box, SERVICE, "SubState") == "running"
-    assert prop(box, SERVICE, "Type") == "notify"
-    pid = prop(box, SERVICE, "MainPID")
+    assert unit_property(box, SERVICE, "SubState") == "running"
+    assert unit_property(box, SERVICE, "Type") == "notify"
+    pid = unit_property(box, SERVICE, "MainPID")
     proc = box.run(["cat", f"/proc/{pid}/status"]).stdout
     uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)", proc, re.MULTILINE)
     assert uids and all(int(u) in DYNAMIC_UIDS for u in uids.groups()), proc
@@ -164,7 +130,7 @@ def test_web_and_finger_answer_the_same_text(box: container.Container) -> None:
     fingerd.socket answers on port 79, also for a hostile status and an unknown user."""
     for name in ("moshez", "evil", "escapes", "nobody-here"):
         web = curl(box, f"http://127.0.0.1:8079/{name}?format=text")
-        assert body(web) == finger_bytes(box, name), name
+        assert body(web) == finger_text(box, name), name
     assert status(curl(box, "http://127.0.0.1:8079/nobody-here")) == 404
 
 
@@ -221,7 +187,7 @@ def test_webfinger_through_nginx(box: container.Container) -> None:
 def test_reload_and_stop(box: container.Container) -> None:
     """`systemctl reload fingerd-web.service` applies an edited config in the same process;
     `systemctl stop` ends it with status 0; `apt remove` stops the socket and frees the port."""
-    pid = prop(box, SERVICE, "MainPID")
+    pid = unit_property(box, SERVICE, "MainPID")
     box.write_file(CONFIG, USERS.replace("Happy and well", "Reloaded") + WEB)
     box.run(["systemctl", "reload", SERVICE])
     reloaded = body(curl(box, "http://127.0.0.1:8079/moshez?format=text"))
@@ -230,10 +196,10 @@ def test_reload_and_stop(box: container.Container) -> None:
             break
         reloaded = body(curl(box, "http://127.0.0.1:8079/moshez?format=text"))
     assert reloaded == "Reloaded\r\n"
-    assert prop(box, SERVICE, "MainPID") == pid
+    assert unit_property(box, SERVICE, "MainPID") == pid
     box.run(["systemctl", "stop", SERVICE, SOCKET])
-    assert prop(box, SERVICE, "ExecMainStatus") == "0"
-    assert prop(box, SERVICE, "Result") == "success"
+    assert unit_property(box, SERVICE, "ExecMainStatus") == "0"
+    assert unit_property(box, SERVICE, "Result") == "success"
     box.run(["systemctl", "start", SOCKET])
     assert status(curl(box, "http://127.0.0.1:8079/moshez")) == 200
     box.run(["apt-get", "remove", "-y", "fingerd"], timeout=120)

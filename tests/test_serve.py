@@ -222,9 +222,9 @@ def test_serve_reload_does_not_drop_connections(make_config, serve) -> None:
     assert ask(server.port, b"moshez\r\n") == b"Reloaded\r\n"
 
 
+@pytest.mark.root
 def test_serve_refuses_root_without_a_user_and_drops_privileges_with_one(make_config) -> None:
     """As root, --user is required; with it, the server runs as that user after binding."""
-    require(IS_ROOT, "needs root: checks the refusal to serve as root")
     config = make_config(STATIC)
     port = free_port()
     proc = subprocess.run([*FINGERD, "serve", "--config", str(config), "--listen",

@@ -9,23 +9,23 @@ installs ours over it: the upgrade that takes over port 79.
 
 Needs root, debootstrap and systemd-nspawn (``make e2e-deps``); skipped with the reason
 otherwise, and failing instead in CI (CI=true). The .deb is ``$FINGERD_DEB`` when set (``make
-check`` builds it first), else the tests build it with ``make -f mk/deb.mk deb``.
+check`` builds it first), else the ``deb`` fixture (conftest.py) builds it with ``make -f mk/deb.mk
+deb``.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import container
 import pytest
 from conftest import REPO, require
+from e2e import DYNAMIC_UIDS, finger, journal_records, unit_property, wait_for
 
 pytestmark = pytest.mark.systemd
 
@@ -43,31 +43,9 @@ moshez = "Happy and well"
 """
 FLOOD_CONNECTIONS = 3000
 FLOOD_THREADS = 64
-# The dynamic UID range of systemd (DynamicUser=): 61184-65519.
-DYNAMIC_UIDS = range(61184, 65520)
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package under test: $FINGERD_DEB, or built now into a temporary directory."""
-    if os.environ.get("FINGERD_DEB"):
-        path = Path(os.environ["FINGERD_DEB"]).resolve()
-        assert path.is_file(), f"FINGERD_DEB={path} does not exist"
-        return path
-    out = tmp_path_factory.mktemp("deb")
-    # nocheck: the package build would run this very suite's unit tests again.
-    build_env = {**os.environ, "DEB_BUILD_OPTIONS": "nocheck"}
-    try:
-        subprocess.run(["make", "-f", "mk/deb.mk", "deb", f"DEBPKG_DIST={out}"], cwd=REPO,
-                       check=True, capture_output=True, text=True, timeout=900,
-                       stdin=subprocess.DEVNULL, env=build_env)
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"make deb failed:\n{e.stdout[-4000:]}\n{e.stderr[-4000:]}")
-    (path,) = out.glob("fingerd_*_all.deb")
-    return path
-
-
 @pytest.fixture(scope="module")
 def box() -> Iterator[container.Container]:
     """A booted bookworm with the test clients copied in. Checked first, so that where no
@@ -77,32 +55,6 @@ def box() -> Iterator[container.Container]:
     with container.Container(container.cached_root()) as c:
         c.copy_in(CLIENT, "/root/")
         yield c
-
-
-def finger(box: container.Container, target: str, *, long: bool = False) -> str:
-    """The real finger client inside the container."""
-    return box.run(["finger", *(["-l"] if long else []), target], timeout=30).stdout
-
-
-def journal_records(box: container.Container, *matches: str) -> list[dict[str, str]]:
-    out = box.run(["journalctl", "--no-pager", "-o", "json", *matches], timeout=30).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns something true; fail with ``what`` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
-
-
-def unit_property(box: container.Container, unit: str, prop: str) -> str:
-    return box.run(["systemctl", "show", "-P", prop, unit]).stdout.strip()
 
 
 def instances(box: container.Container) -> list[str]:
