@@ -15,6 +15,10 @@ import _socket
 
 from fingerd.protocol import is_loopback, pack_address
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from fingerd.config import Options
+
 
 class Network:
     """An IPv4 or IPv6 network, ``192.0.2.0/24`` or ``2001:db8::/64``."""
@@ -67,3 +71,15 @@ def is_local(address: str, networks: tuple[Network, ...] = ()) -> bool:
         return True
     packed = pack_address(address) if address and networks else None
     return packed is not None and any(packed in network for network in networks)
+
+
+def from_options(options: Options, key: str) -> tuple[Network, ...]:
+    """A config list of networks, ``"192.0.2.0/24"`` or ``"2001:db8::/64"``; a bad one is an
+    error naming the file, the line and the key."""
+    parsed = []
+    for text in options.string_list(key, []):
+        try:
+            parsed.append(Network(text))
+        except ValueError as e:
+            raise options.error(key, str(e)) from None
+    return tuple(parsed)

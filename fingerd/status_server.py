@@ -1,5 +1,9 @@
 """``fingerd status-server``: the status service behind /run/fingerd/status.sock.
 
+(A little over 350 lines: the service is one process with one job — who may do what, bounded
+in time, connections and rate — and it reads best in one place; the protocol and the storage
+are modules of their own.)
+
 ``fingerd-status.socket`` listens (``Accept=no``, mode 0666) and starts
 ``fingerd-status.service`` on the first connection: one long-running process, sandboxed with a
 transient user (``DynamicUser=yes``), which owns the statuses in its ``StateDirectory=`` and

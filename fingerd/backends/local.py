@@ -169,7 +169,11 @@ class LocalBackend(Backend):
                                               maximum=16 * 1024 * 1024)
         self.fields = field_set(options, "fields", REMOTE_FIELDS)
         self.local_fields = field_set(options, "local_fields", FIELDS)
-        self.local_networks = networks(options, "local_networks")
+        self.local_networks: tuple[Network, ...] = ()
+        if options.string_list("local_networks", []):
+            from fingerd.networks import from_options  # only when some are configured
+
+            self.local_networks = from_options(options, "local_networks")
         self.utmp = options.string("utmp", UTMP)
         self.wtmp = options.string("wtmp", WTMP)
         self.lastlog = options.string("lastlog", LASTLOG)
@@ -342,22 +346,6 @@ def field_set(options: Options, key: str, default: tuple[str, ...]) -> frozenset
             raise options.error(key, f"unknown field {name!r}{hint} "
                                 f"(fields: {', '.join(FIELDS)})")
     return frozenset(names)
-
-
-def networks(options: Options, key: str) -> tuple[Network, ...]:
-    """A list of networks, ``"192.0.2.0/24"`` or ``"2001:db8::/64"``."""
-    texts = options.string_list(key, [])
-    if not texts:
-        return ()
-    from fingerd.networks import Network
-
-    parsed = []
-    for text in texts:
-        try:
-            parsed.append(Network(text))
-        except ValueError as e:
-            raise options.error(key, str(e)) from None
-    return tuple(parsed)
 
 
 def _exists(path: str) -> bool:
