@@ -277,11 +277,14 @@ def inetd() -> Iterator[Callable[[Path], int]]:
 
 
 class Served:
-    def __init__(self, port: int, proc: subprocess.Popen[bytes]) -> None:
-        self.port, self.proc = port, proc
+    """A running ``fingerd serve``: its port, its process, and its log up to "serving on"
+    (``head``; the rest is still in ``proc.stderr``)."""
+
+    def __init__(self, port: int, proc: subprocess.Popen[bytes], head: bytes = b"") -> None:
+        self.port, self.proc, self.head = port, proc, head
 
 
-def wait_serving(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def wait_serving(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bytes:
     """Wait for ``fingerd serve``'s "serving on" line on its stderr. Not for a connection to
     succeed: the socket listens before the event loop has its signal handlers, and a SIGHUP or
     SIGTERM sent in between is lost or kills it (seen on a loaded machine). The line comes
@@ -300,6 +303,7 @@ def wait_serving(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
             if not byte:
                 raise RuntimeError(f"fingerd serve exited: {seen.decode(errors='replace')!r}")
             seen += byte
+    return seen
 
 
 @pytest.fixture
@@ -316,8 +320,7 @@ def serve() -> Iterator[Callable[..., Served]]:
                                  "--listen", listen, *user, *extra],
                                 env=env(), stderr=subprocess.PIPE)
         procs.append(proc)
-        wait_serving(proc)
-        return Served(port, proc)
+        return Served(port, proc, wait_serving(proc))
 
     yield start
     for proc in procs:

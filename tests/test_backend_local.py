@@ -353,7 +353,9 @@ def test_import_cost_is_small(query: str, options: dict[str, object], remote: st
         write_utmp(directory / "utmp", [utmp_entry("root", "pts/1", int(time.time()) - 60)])
         (directory / "utmp").chmod(0o644)
         config = write_config(directory / "fingerd.toml",
+                              # show_private_homes: a build user cannot enter /root
                               [{"type": "local", "uid_min": 0, "uid_max": 0,
+                                "show_private_homes": True,
                                 "utmp": str(directory / "utmp"), **options}],
                               {"list_users": True})
         (directory / "cache").mkdir()

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import IS_ROOT, require
 
 from fingerd import fingerrc
 from fingerd.bsdfinger import FIELDS
@@ -84,10 +83,10 @@ def test_unusable_file_shows_the_login_only(tmp_path: Path, kind: str) -> None:
     assert len(hidden.problems) == 1 and "showing the login only" in hidden.problems[0]
 
 
+@pytest.mark.root
 def test_unreadable_file_shows_the_login_only(tmp_path: Path) -> None:
     """A ~/.fingerrc the service cannot read (mode 0600, read by another user): the login
     only."""
-    require(IS_ROOT, "needs root to read as another user")
     path = tmp_path / ".fingerrc"
     path.write_text("hide = plan\n")
     path.chmod(0o600)

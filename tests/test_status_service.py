@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-from conftest import require
 from status_fixtures import (
     IS_ROOT,
     NOBODY,
@@ -33,10 +32,6 @@ ENABLE = "systemctl enable --now fingerd-status.socket"
 def stored(server: StatusServer, user: str) -> bytes:
     """What the service answers to GET user."""
     return server.request(format_get(user))
-
-
-def needs_root() -> None:
-    require(IS_ROOT, "needs root: another user's client is run as nobody with setpriv")
 
 
 def test_set_show_and_clear_your_own_status() -> None:
@@ -139,12 +134,12 @@ def test_service_not_running_says_what_to_enable() -> None:
         assert ENABLE in r.stderr
 
 
+@pytest.mark.root
 def test_another_user_cannot_change_your_status_by_any_option() -> None:
     """Root's status, attacked by nobody: `set --user`, `clear --user`, the options before
     or after the action, and raw requests that name root (the request says nothing the
     kernel does not confirm) are all refused as "not permitted"; root's status is unchanged
     and nobody may still read it (finger is public)."""
-    needs_root()
     with status_server() as server:
         assert run_cli(server, "set", "Mine").returncode == 0
         before = stored(server, "root")
@@ -162,10 +157,10 @@ def test_another_user_cannot_change_your_status_by_any_option() -> None:
         assert server.wait_for_log("nobody (uid 65534) may not set the status of root")
 
 
+@pytest.mark.root
 def test_root_acts_for_others() -> None:
     """Root sets and clears another account's status with --user; that user sees it as
     their own. A name without an account is refused."""
-    needs_root()
     with status_server() as server:
         assert run_cli(server, "set", "--user", "nobody", "Set by root").returncode == 0
         r = run_cli(server, as_nobody=True)
@@ -305,10 +300,11 @@ def test_connections_per_uid_are_capped() -> None:
             time.sleep(0.1)
 
 
+@pytest.mark.root
 def test_concurrent_sets_leave_one_status_whole() -> None:
     """Many SETs of two long texts at once, with GETs in between: every GET sees one of the
     two texts whole (never a mix or a part), and the status left is one of them."""
-    needs_root()  # root is not rate-limited; a user's burst would be over after 5
+    # (as root: root is not rate-limited; a user's burst would be over after 5)
     texts = ["A" * 1000, "B" * 1000]
     seen: list[bytes] = []
     errors: list[BaseException] = []

@@ -108,9 +108,9 @@ def test_takes_its_sockets_from_systemd(make_config) -> None:
         stop(proc)
 
 
+@pytest.mark.root
 def test_refuses_to_serve_as_root_without_user(make_config) -> None:
     """As root, `fingerd web` without --user refuses to start (exit 2), as fingerd serve."""
-    require(IS_ROOT, "needs root")
     out = subprocess.run([*FINGERD, "web", "--config", str(make_config(STATIC)), "--listen",
                           f"127.0.0.1:{free_port()}"], env=env(), capture_output=True, text=True,
                          timeout=30, check=False)
