@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from conftest import FINGERD, IS_ROOT, env, free_port, stop, wait_listening
+from conftest import FINGERD, IS_ROOT, env, free_port, stop
 
 
 class Web:
@@ -118,7 +118,10 @@ def running_web(config: Path, *extra: str, host: str = "127.0.0.1") -> Iterator[
         proc = subprocess.Popen([*FINGERD, "web", "--config", str(config), "--listen", listen,
                                  *user, *extra], env=env(), stderr=log, stdin=subprocess.DEVNULL)
         try:
-            wait_listening(host, port)
-            yield Web(port, proc, Path(log.name), host)
+            # Not just listening: the socket listens before the event loop has its signal
+            # handlers, and a SIGHUP sent in between would be lost. The line comes after them.
+            web = Web(port, proc, Path(log.name), host)
+            web.wait_log("serving the web view on", timeout=20)
+            yield web
         finally:
             stop(proc)
