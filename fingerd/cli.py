@@ -148,4 +148,10 @@ def _check(config_path: str | None) -> int:
     for number, (name, backend) in enumerate(chain, 1):
         cls = type(backend)
         print(f"  backend {number}: {name} ({cls.__module__}.{cls.__qualname__})")
-    return 0
+    from fingerd import sandbox
+
+    return 0 if sandbox.check(config, chain, print, _complain) else 1
+
+
+def _complain(message: str) -> None:
+    print(f"fingerd: {message}", file=sys.stderr)

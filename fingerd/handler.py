@@ -177,6 +177,11 @@ def main(config_path: str | None = None) -> int:
         config = load(config_path, cache)
         read_timeout = config.server.read_timeout
         service = FingerService(config, alarm_timer)
+        if config.server.forwarding or any(getattr(b, "needs_network", False)
+                                           for _, b in service.backends):
+            from fingerd.sandbox import report_if_offline
+
+            report_if_offline(config, service.backends)
     except ConfigError as e:
         log.error(f"configuration error, answering {UNAVAILABLE!r}: {e}")
 
