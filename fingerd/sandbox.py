@@ -79,9 +79,12 @@ def offline_reasons(fd: int = 0) -> list[str]:
         probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
     except OSError as e:
         if e.errno != _EAFNOSUPPORT:
-            raise
+            return []  # out of descriptors, or the like: cannot tell, and must not fail
         reasons.append("RestrictAddressFamilies= allows no IP sockets")
-        probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        try:
+            probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        except OSError:
+            return reasons
     try:
         ours = probe.getsockopt(_socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
         outside = _socket.socket(fileno=fd)
