@@ -11,8 +11,9 @@ command, by
   that serves (``systemctl show``: what is true after every drop-in and every edit), and
 - the handler (:func:`report_if_offline`), which looks at its own process: whether it may make
   an IP socket at all, and whether it shares the network namespace of the client's connection.
-  Only a configuration that needs the network pays for the look (about 0.1 ms); the shipped
-  one imports nothing from here.
+  Only a configuration that needs the network pays for it: importing this module costs about
+  0.4 ms, the look 14 µs (`python3 -X importtime`, a timeit loop; an http lookup costs more,
+  and importing the http backend 0.8 ms). The shipped configuration imports nothing from here.
 """
 
 from __future__ import annotations
