@@ -119,8 +119,9 @@ def _broken(e: ConfigError) -> int:
 
 
 def check(config_path: str | None, *, probe: bool = True, dump: bool = False,
-          quiet: bool = False) -> int:
-    """``fingerd check``: see the module docstring."""
+          quiet: bool = False, front_end: str = "all") -> int:
+    """``fingerd check``: see the module docstring. ``front_end``: whose tables to validate
+    besides ``[server]`` and the backends (``finger``: none; ``web``, ``irc``; ``all``)."""
     root = os.geteuid() == 0
 
     def work() -> int:
@@ -129,7 +130,7 @@ def check(config_path: str | None, *, probe: bool = True, dump: bool = False,
             from fingerd.chain import build_chain
 
             chain = build_chain(config)
-            frontends = _frontends(config)
+            frontends = _frontends(config, front_end)
         except ConfigError as e:
             return _broken(e)
         if dump:
@@ -176,18 +177,29 @@ def _report(config: Config, chain: list[tuple[str, Backend]], frontends: list[st
         for item in found:
             lines.append(f"    {escape(item)}")
             problems.append(item)
+    if probe:  # the sandbox of the units that serve: does it let the backends out?
+        from fingerd import sandbox
+
+        def complain(message: str) -> None:
+            problems.append(message)
+            lines.extend(f"  WARNING: {line}" if number == 0 else f"  {line}"
+                         for number, line in enumerate(escape(message, keep="\n").split("\n")))
+
+        sandbox.check(config, chain, lambda line: lines.append(escape(line)), complain)
     lines += frontends
     if not quiet or problems:
         print("\n".join(lines))
     return DEGRADED if problems else OK
 
 
-def _frontends(config: Config) -> list[str]:
+def _frontends(config: Config, which: str) -> list[str]:
     """A line for each front end's table the file has, checked as that front end reads it
-    (a ConfigError propagates: the configuration is broken for that front end)."""
+    (a ConfigError propagates: the configuration is broken for that front end). ``which``:
+    the front end whose reload this check guards, so that a mistake in another one's table
+    does not stop it (``all`` for the admin)."""
     lines = []
     irc = config.frontends["irc"]
-    if not irc.empty():
+    if which in ("all", "irc") and not irc.empty():
         from fingerd.irc.config import IrcConfig
 
         bot = IrcConfig(irc)
@@ -197,11 +209,12 @@ def _frontends(config: Config) -> list[str]:
         channels = ", ".join(bot.channels) or "no channel"
         lines.append(escape(f"  irc: {bot.nick} on {bot.server}:{bot.port}"
                             f"{' (TLS)' if bot.tls else ''} in {channels}{secret}"))
-    from fingerd.web.settings import WebSettings
+    if which in ("all", "web"):
+        from fingerd.web.settings import WebSettings
 
-    web = WebSettings(config.frontends["web"])
-    if web.configured:
-        lines.append(f"  web: {escape(web.summary())}")
+        web = WebSettings(config.frontends["web"])
+        if web.configured:
+            lines.append(f"  web: {escape(web.summary())}")
     return lines
 
 

@@ -72,6 +72,12 @@ class Backend(abc.ABC):
     # front ends then call it on their event loop instead of a worker thread.
     blocking: bool = True
 
+    # True if lookup() opens network connections (to other hosts, or to a service on this
+    # host's loopback). The packaged units have no network unless the admin allows it;
+    # `fingerd check` and the handler say so when a configured backend needs it
+    # (fingerd/sandbox.py).
+    needs_network: bool = False
+
     @abc.abstractmethod
     def __init__(self, options: Options) -> None:
         """Read this backend's settings from ``options`` (its ``[[backend]]`` table).

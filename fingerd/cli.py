@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--dump", action="store_true",
                        help="print the effective configuration, drop-ins merged")
     check.add_argument("--quiet", action="store_true", help="print only problems")
+    check.add_argument("--front-end", choices=("all", "finger", "web", "irc"), default="all",
+                       help="validate only this front end's tables besides [server] and the "
+                            "backends (what each unit's `systemctl reload` runs first)")
 
     serve = sub.add_parser("serve", help="run a standalone server in the foreground",
                            description="Serve finger queries on TCP, answering exactly as "
@@ -158,7 +161,8 @@ def _commands(argv: Sequence[str]) -> int:
         if args.command == "check":
             from fingerd.admin import check
 
-            return check(args.config, probe=args.probe, dump=args.dump, quiet=args.quiet)
+            return check(args.config, probe=args.probe, dump=args.dump, quiet=args.quiet,
+                         front_end=args.front_end)
         if args.command == "irc":
             from fingerd.irc.main import irc
 

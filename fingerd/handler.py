@@ -126,6 +126,11 @@ def main(config_path: str | None = None) -> int:
         config = load(config_path, cache)
         read_timeout = config.server.read_timeout
         service = service_from(config)
+        if config.server.forwarding or any(getattr(b, "needs_network", False)
+                                           for _, b in service.chain):
+            from fingerd.sandbox import report_if_offline
+
+            report_if_offline(config, service.chain)
     except ConfigError as e:
         log.error(f"configuration error, answering {UNAVAILABLE!r}: {e}")
 

@@ -3,6 +3,11 @@
 #
 #   make bench                          the full run (200k requests per long-running server)
 #   make bench BENCH_ARGS=--quick       a smoke run: tiny counts, every row
+#   make bench-sandbox                  the per-connection unit's sandbox (bench/sandbox.py): the
+#                                       units side by side in a booted container, about 15 min
+#   make bench-sandbox BENCH_SANDBOX_ARGS=--quick      a smoke run of that
+#   make bench-sandbox BENCH_SANDBOX_ARGS=--host-like  /proc with as few mounts as a host's
+#   (FINGERD_DEB=path/to.deb: measure that package instead of building one.)
 #
 # Needs root: it installs its Debian packages, then measures in a private mount and network
 # namespace (fingerd mounted as the .deb installs it, a journal socket of its own, loopback only).
@@ -12,17 +17,24 @@
 BENCH_PYTHON := /usr/bin/python3
 BENCH_CACHE ?= /var/cache/fingerd-bench
 BENCH_ARGS ?=
-# cc + libc6-dev: bench/spawn.c; systemd: systemd-socket-activate; util-linux: taskset,
-# unshare; iproute2: the namespace's loopback; python3-build/-installer/-setuptools: the wheel,
-# built and installed as pybuild does; finger: what in.fingerd runs; python3-uvloop: measured as
-# an event-loop candidate; git: the list of files to build from.
+# cc + libc6-dev: bench/spawn.c, bench/floor.c (static); systemd: systemd-socket-activate;
+# util-linux: taskset, unshare; iproute2: the namespace's loopback; python3-build/-installer/
+# -setuptools: the wheel, built and installed as pybuild does; finger: what in.fingerd runs;
+# python3-uvloop: measured as an event-loop candidate; git: the list of files to build from;
+# debootstrap, systemd-container: the booted container bench/sandbox.py measures the units in
+# (tests/container.py).
 BENCH_APT := gcc libc6-dev systemd util-linux iproute2 python3 python3-venv python3-pip \
-	python3-build python3-installer python3-setuptools python3-wheel python3-uvloop finger git
+	python3-build python3-installer python3-setuptools python3-wheel python3-uvloop finger git \
+	debootstrap systemd-container
+BENCH_SANDBOX_ARGS ?=
 
-.PHONY: bench bench-deps
+.PHONY: bench bench-sandbox bench-deps
 
 bench: bench-deps
 	$(BENCH_PYTHON) bench/run.py --cache $(BENCH_CACHE) $(BENCH_ARGS)
+
+bench-sandbox: bench-deps
+	$(BENCH_PYTHON) bench/sandbox.py $(BENCH_SANDBOX_ARGS)
 
 bench-deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench: needs root (see mk/bench.mk)"; exit 2; fi

@@ -211,6 +211,7 @@ class Container:
         self._nspawn: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
         self.leader: int | None = None
+        self._cgroups: list[Path] = []
 
     # -- life cycle ---------------------------------------------------------------------------
     def __enter__(self) -> Container:
@@ -252,15 +253,28 @@ class Container:
     def _boot(self, deadline: float) -> None:
         assert self.workdir is not None and self.root is not None
         self._log = self.workdir / "console.log"
-        # Without systemd on the host (these machines, CI), nspawn can neither register with
-        # machined nor ask for a scope unit over D-Bus: it then runs in our own cgroup.
-        standalone = [] if Path("/run/systemd/system").is_dir() else ["--register=no",
-                                                                      "--keep-unit"]
+        nspawn = ["systemd-nspawn", "--quiet", "--boot", "--private-network", "--console=pipe",
+                  "-D", str(self.root), "-M", self.name]
+        if not Path("/run/systemd/system").is_dir():
+            # Without systemd on the host (these machines, CI), nspawn can neither register
+            # with machined nor ask for a scope unit over D-Bus: it then runs in our own cgroup
+            # and puts the container in a "payload" group below it. Started from the root
+            # cgroup, every container would share /payload, and each container's systemd,
+            # trimming empty groups as it boots or shuts down, would remove another's freshly
+            # made unit group before its process is in it ("Failed to attach to cgroup ...: No
+            # such file or directory", status 219/CGROUP: about one fingerd@ spawn in a
+            # thousand while other containers came and went). So nspawn starts in a group of
+            # this container's own.
+            nspawn[1:1] = ["--register=no", "--keep-unit"]
+            self._cgroups = _own_cgroups(self.name, self.workdir / "cgroup2")
+            if self._cgroups:
+                # A shell that moves itself into the groups, then becomes nspawn.
+                nspawn = ["/bin/sh", "-c", 'for g in $0; do echo $$ > "$g/cgroup.procs"'
+                          ' || exit 1; done; exec "$@"',
+                          " ".join(str(g) for g in self._cgroups), *nspawn]
         with open(self._log, "wb") as log:
             self._nspawn = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "--boot", "--private-network", *standalone,
-                 "--console=pipe", "-D", str(self.root), "-M", self.name],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                nspawn, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.leader = self._find_leader(deadline)
@@ -318,6 +332,12 @@ class Container:
                 os.kill(self.leader, signal.SIGKILL)
             _wait_gone(self.leader, deadline)
         self.leader = None
+        for group in self._cgroups:
+            _remove_cgroup(group)
+        self._cgroups = []
+        if self.workdir is not None and os.path.ismount(self.workdir / "cgroup2"):
+            subprocess.run(["umount", str(self.workdir / "cgroup2")], check=False,
+                           capture_output=True, timeout=30)
         if self.workdir is not None:
             if self._overlay and self.root is not None:
                 r = subprocess.run(["umount", str(self.root)], check=False,
@@ -385,6 +405,47 @@ class Container:
         if self._log is None or not self._log.exists():
             return ""
         return self._log.read_bytes()[-tail:].decode(errors="replace")
+
+
+# -- cgroups -------------------------------------------------------------------------------------
+def _own_cgroups(name: str, mountpoint: Path) -> list[Path]:
+    """New, empty cgroups for one container's nspawn: in the unified hierarchy, which nspawn
+    takes its own group from (mounted at ``mountpoint`` when the host has not mounted it), and
+    in the name=systemd one of a legacy host. Empty where that cannot be done (not root, no
+    cgroup2), and nspawn then runs where we run, as before."""
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        roots = [Path("/sys/fs/cgroup")]  # a unified host
+    else:
+        mountpoint.mkdir(exist_ok=True)
+        mounted = subprocess.run(["mount", "-t", "cgroup2", "cgroup2", str(mountpoint)],
+                                 check=False, capture_output=True, timeout=30)
+        if mounted.returncode != 0:
+            return []
+        roots = [mountpoint]
+        if Path("/sys/fs/cgroup/systemd/cgroup.procs").exists():
+            roots.append(Path("/sys/fs/cgroup/systemd"))
+    groups = []
+    for root in roots:
+        try:
+            (root / name).mkdir()
+        except OSError:
+            break
+        groups.append(root / name)
+    else:
+        if all(" " not in str(g) for g in groups):
+            return groups
+    for group in groups:
+        _remove_cgroup(group)
+    return []
+
+
+def _remove_cgroup(path: Path) -> None:
+    """Remove the container's cgroup tree, deepest groups first (a cgroup directory goes with
+    rmdir once it has no process and no child group). Leaves what still holds a process."""
+    groups = [Path(d) for d, _, _ in os.walk(path)]
+    for group in sorted(groups, key=lambda g: len(g.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            group.rmdir()
 
 
 # -- /proc helpers ------------------------------------------------------------------------------

@@ -47,3 +47,29 @@ def test_make_bench_quick_prints_the_table_with_every_row() -> None:
     assert "- load generator" in proc.stdout
     assert "python3 -X importtime, bin/fingerd" in proc.stdout
     assert "fingerd.handler" in proc.stdout
+
+
+SANDBOX_ROWS = ["before #16 (baseline)", "shipped (no network)", "shipped + network.conf",
+                "unhardened", "C floor, shipped sandbox", "C floor, unhardened"]
+
+
+@pytest.mark.systemd
+def test_make_bench_sandbox_quick_prints_every_unit() -> None:
+    """`make bench-sandbox BENCH_SANDBOX_ARGS=--quick` boots the container, installs the
+    package ($FINGERD_DEB, or builds it) and prints one row per unit with its exposure, every
+    query answered (no timing asserted)."""
+    require(os.geteuid() == 0, "the benchmark needs root (a booted container)")
+    require(shutil.which("make") is not None, "make not installed")
+    proc = subprocess.run(["make", "--no-print-directory", "bench-sandbox",
+                           "BENCH_SANDBOX_ARGS=--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=1800,
+                          env={**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {cells[0]: cells for cells in
+            ([c.strip() for c in line.split("|")[1:-1]] for line in proc.stdout.splitlines()
+             if line.startswith("| "))}
+    assert rows["unit"][:3] == ["unit", "exposure", "req/s"]
+    for name in SANDBOX_ROWS:
+        assert name in rows, f"missing row {name!r}:\n{proc.stdout}"
+        assert float(rows[name][1]) <= 1.5 or "unhardened" in name, rows[name]
+        assert rows[name][-2:] == ["0", "0"], rows[name]  # errors, wrong answers

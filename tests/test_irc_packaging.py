@@ -35,16 +35,21 @@ def test_irc_unit_exposure() -> None:
     assert float(match.group(1)) <= MAX_EXPOSURE, out
 
 
-def test_irc_unit_is_sandboxed_like_the_server() -> None:
-    """The sandbox lines (DynamicUser= to UMask=) are fingerd-server.service's, value for
-    value: the bot gives up nothing the server keeps."""
-    def sandbox(unit: Path) -> set[tuple[str, str]]:
+def test_irc_unit_is_sandboxed_like_the_server_with_the_network() -> None:
+    """The sandbox lines (DynamicUser= to UMask=) are fingerd-server.service's with the
+    network drop-in applied, value for value: the bot connects out, and gives up nothing
+    else the server keeps."""
+    def sandbox(unit: Path) -> dict[str, str]:
         lines = settings(unit)
         start = lines.index(("DynamicUser", "yes"))
         end = next(i for i, (key, _) in enumerate(lines) if key == "UMask")
-        return set(lines[start:end + 1])
+        return dict(lines[start:end + 1])
 
-    assert sandbox(UNIT) == sandbox(SERVER_UNIT)
+    expected = sandbox(SERVER_UNIT)
+    # what network.conf changes: the host's network, IP sockets, no IP filter
+    del expected["PrivateNetwork"], expected["IPAddressDeny"]
+    expected["RestrictAddressFamilies"] = "AF_UNIX AF_INET AF_INET6"
+    assert sandbox(UNIT) == expected
 
 
 def test_irc_unit_settings() -> None:
@@ -53,7 +58,7 @@ def test_irc_unit_settings() -> None:
     unit = dict(settings(UNIT))
     assert unit["Type"] == "notify"
     assert unit["ExecStart"] == "/usr/bin/fingerd irc"
-    assert unit["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert unit["ExecReload"] == "/bin/kill -HUP $MAINPID"  # the last ExecReload= line
     assert unit["Restart"] == "on-failure"
     assert unit["RestartSec"] == "30s"
     assert unit["StandardError"] == "journal"

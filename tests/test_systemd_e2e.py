@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ moshez = "Happy and well"
 """
 FLOOD_CONNECTIONS = 3000
 FLOOD_THREADS = 64
+NETWORK_DROPIN = "/usr/share/fingerd/network.conf"
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -102,6 +104,7 @@ def test_install_enables_and_starts_socket(box: container.Container, deb: Path) 
     box.run(["test", "-f", "/usr/share/man/man8/fingerd.8.gz"])
     box.run("ls /usr/share/doc/fingerd/README.md*")  # compressed when over 4 kB
     box.run(["test", "-f", "/usr/share/man/man5/fingerd.toml.5.gz"])
+    box.run(["test", "-f", NETWORK_DROPIN])  # not under /usr/share/doc: it must stay
 
 
 def imported_modules(importtime_output: str) -> set[str]:
@@ -150,6 +153,28 @@ def test_finger_answers_over_ipv4_and_ipv6(box: container.Container) -> None:
     assert "Happy and well" in finger(box, "moshez@localhost", long=True)
 
 
+def test_default_install_answers_from_the_no_network_sandbox(box: container.Container) -> None:
+    """As installed, fingerd@.service has no network (a namespace of its own, AF_UNIX only,
+    no IP): systemd says so, a running instance's network namespace is not the host's, it
+    still answers (the client's connection is passed in), and `fingerd check` of the static
+    config says the network is not needed and not given."""
+    probe = "fingerd@probe.service"
+    assert unit_property(box, probe, "PrivateNetwork") == "yes"
+    assert unit_property(box, probe, "RestrictAddressFamilies") == "AF_UNIX"
+    assert "0.0.0.0/0" in unit_property(box, probe, "IPAddressDeny").split()
+    # A client that sends nothing keeps its instance running for read_timeout (2 s).
+    box.run(["systemd-run", "--unit=silent-client", "--collect", "python3",
+             "/root/e2e_client.py", "silent", "127.0.0.1"])
+    unit = wait_for(lambda: instances(box), "the silent client's instance")[0]
+    pid = unit_property(box, unit, "MainPID")
+    namespaces = box.run(["readlink", f"/proc/{pid}/ns/net", "/proc/1/ns/net"]).stdout.split()
+    assert len(namespaces) == 2 and namespaces[0] != namespaces[1], namespaces
+    wait_for(lambda: not instances(box), "the silent client's instance to end", timeout=15)
+    assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+    check = box.run(["fingerd", "check"])
+    assert "  network: not needed; fingerd@.service allows none" in check.stdout.splitlines()
+
+
 def test_handler_runs_as_unprivileged_dynamic_user(box: container.Container) -> None:
     """Every handler ran as a transient user from systemd's DynamicUser= range, never root,
     without capabilities, in its own fingerd@ instance; an unknown user is logged as such."""
@@ -164,7 +189,8 @@ def test_handler_runs_as_unprivileged_dynamic_user(box: container.Container) -> 
         assert r["_CAP_EFFECTIVE"] == "0", r
         assert r["_SYSTEMD_UNIT"].startswith("fingerd@"), r
         assert r["_SYSTEMD_UNIT"] not in running  # gone once answered
-    outcomes = {r["FINGER_USER"]: r["FINGER_OUTCOME"] for r in records}
+    # (A client that sent nothing, as the sandbox test's, has no FINGER_USER.)
+    outcomes = {r["FINGER_USER"]: r["FINGER_OUTCOME"] for r in records if "FINGER_USER" in r}
     assert outcomes["nobody-here"] == "no such user"
 
 
@@ -222,11 +248,18 @@ def test_silent_client_is_disconnected_and_its_instance_ends(box: container.Cont
     assert records[-1]["FINGER_OUTCOME"] == "timeout"
 
 
+def sandbox_records(box: container.Container) -> list[dict[str, str]]:
+    return journal_records(box, "SYSLOG_IDENTIFIER=fingerd", "FINGER_SANDBOX=no-network")
+
+
 def test_file_local_and_http_backends_answer(box: container.Container) -> None:
-    """Each backend works inside the sandbox: a status file entry (file), a local user's
+    """Each backend works inside the sandbox: a status file entry (file) and a local user's
     world-readable ~/.plan (local: home directories are read-only to the handler, not hidden)
-    and a web service on the container's loopback (http: outbound TCP is allowed) reach the
-    finger client."""
+    reach the finger client at once. The http backend, a web service on the container's
+    loopback, needs the network the default unit does not give: `fingerd check` fails and
+    prints the one command that allows it, the handler logs the same to the journal and the
+    lookup fails; after that command, check passes and the http answer arrives. Removing the
+    drop-in takes the network away again."""
     box.run("useradd -m -s /bin/sh alice && chmod o+x /home/alice"
             " && echo 'Writing the finger RFC' > /home/alice/.plan"
             " && chmod o+r /home/alice/.plan")
@@ -234,6 +267,7 @@ def test_file_local_and_http_backends_answer(box: container.Container) -> None:
     box.write_file("/srv/www/carol.txt", "Working from home\n")
     box.run(["systemd-run", "--unit=test-http", "--", "python3", "-m", "http.server",
              "--bind", "127.0.0.1", "--directory", "/srv/www", "8080"])
+    dropin = "/etc/systemd/system/fingerd@.service.d/network.conf"
     try:
         wait_for(lambda: box.run(["ss", "-Htln", "sport = :8080"]).stdout.strip(),
                  "the test web server")
@@ -249,13 +283,43 @@ type = "local"
 type = "http"
 url = "http://127.0.0.1:8080/{user}.txt"
 """)
-        box.run(["fingerd", "check"])
+        # Without the network: loud in fingerd check, with the remedy.
+        check = box.run(["fingerd", "check"], check=False)
+        assert check.returncode == 3, check  # valid, but a backend cannot work as configured
+        assert "needs the network (backend 'http' (type http))" in check.stdout
+        assert "fingerd@.service allows none (PrivateNetwork=yes" in check.stdout
+        command = remedy(check.stdout)
+        assert command == (f"mkdir -p /etc/systemd/system/fingerd@.service.d && ln -sf "
+                           f"{NETWORK_DROPIN} {dropin} && systemctl daemon-reload"), check.stdout
         assert "Out to lunch" in finger(box, "bob@127.0.0.1")
         assert "Writing the finger RFC" in finger(box, "alice@127.0.0.1", long=True)
+        # ... and in the journal: the handler's record, and the http lookup failing.
+        assert "Working from home" not in finger(box, "carol@127.0.0.1")
+        records = wait_for(lambda: sandbox_records(box), "the handler's sandbox record")
+        message = records[-1]["MESSAGE"]
+        assert "needs the network (backend 'http' (type http))" in message
+        assert "RestrictAddressFamilies= allows no IP sockets" in message
+        assert "PrivateNetwork=yes" in message
+        assert command in message
+        assert records[-1]["PRIORITY"] == "3"
+        # The command fingerd check printed, as the admin would paste it.
+        box.run(command)
+        box.run(["test", "-L", dropin])
+        check = box.run(["fingerd", "check"])
+        assert ("  network: needed (backend 'http' (type http)); fingerd@.service allows it"
+                in check.stdout.splitlines()), check.stdout
+        assert unit_property(box, "fingerd@probe.service", "PrivateNetwork") == "no"
+        before = len(sandbox_records(box))
         assert "Working from home" in finger(box, "carol@127.0.0.1")
+        assert "Out to lunch" in finger(box, "bob@127.0.0.1")
+        assert len(sandbox_records(box)) == before
     finally:
         box.run(["systemctl", "stop", "test-http.service"], check=False)
+        box.run(["rm", "-f", dropin])
+        box.run(["systemctl", "daemon-reload"])
         box.write_file(CONFIG, STATIC_CONFIG)
+    assert unit_property(box, "fingerd@probe.service", "PrivateNetwork") == "yes"
+    assert "Happy and well" in finger(box, "moshez@127.0.0.1")
 
 
 def test_restart_socket_keeps_serving(box: container.Container) -> None:
@@ -263,23 +327,6 @@ def test_restart_socket_keeps_serving(box: container.Container) -> None:
     box.run(["systemctl", "restart", "fingerd.socket"])
     assert unit_property(box, "fingerd.socket", "ActiveState") == "active"
     assert "Happy and well" in finger(box, "moshez@127.0.0.1")
-
-
-def test_no_network_dropin_still_answers(box: container.Container) -> None:
-    """The README's drop-in for configurations without an http backend (PrivateNetwork=yes,
-    AF_UNIX only, IPAddressDeny=any) takes the network from the handler but not the client's
-    connection, which fingerd.socket passes in: finger still answers over IPv4 and IPv6."""
-    dropin_dir = "/etc/systemd/system/fingerd@.service.d"
-    box.run(["mkdir", "-p", dropin_dir])
-    box.run(["cp", "/usr/share/doc/fingerd/examples/no-network.conf", dropin_dir])
-    try:
-        box.run(["systemctl", "daemon-reload"])
-        assert unit_property(box, "fingerd@probe.service", "PrivateNetwork") == "yes"
-        assert "Happy and well" in finger(box, "moshez@127.0.0.1")
-        assert "Happy and well" in finger(box, "moshez@ip6-localhost")
-    finally:
-        box.run(["rm", "-rf", dropin_dir])
-        box.run(["systemctl", "daemon-reload"])
 
 
 # -- the long-running server: fingerd-server.socket (Accept=no) + fingerd-server.service ----------
@@ -425,6 +472,31 @@ def test_server_reload_with_a_broken_config_keeps_the_running_one(
     assert main_pid(box) == pid
 
 
+def remedy(check_output: str) -> str:
+    """The command `fingerd check` gives after "To allow it, run:"."""
+    lines = check_output.splitlines()
+    return next(lines[n + 1].strip() for n, line in enumerate(lines)
+                if line.endswith("To allow it, run:"))
+
+
+def test_check_names_the_server_while_it_serves(box: container.Container) -> None:
+    """While fingerd-server.socket serves, the unit `fingerd check` looks at is
+    fingerd-server.service (no network either, as shipped): a config with forwarding fails the
+    check, and the command it gives links the drop-in for the server and restarts it."""
+    box.write_file(CONFIG, STATIC_CONFIG.replace("[server]\n", "[server]\nforwarding = true\n"))
+    try:
+        check = box.run(["fingerd", "check"], check=False)
+        assert check.returncode == 3, check
+        assert "needs the network ([server] forwarding = true), but fingerd-server.service " \
+               "allows none" in check.stdout
+        assert remedy(check.stdout).endswith(
+            f"ln -sf {NETWORK_DROPIN} /etc/systemd/system/fingerd-server.service.d/network.conf"
+            " && systemctl daemon-reload && systemctl try-restart fingerd-server.service")
+    finally:
+        box.write_file(CONFIG, STATIC_CONFIG)
+    assert "Happy and well" in finger(box, "moshez@127.0.0.1")
+
+
 def test_server_upgrade_restarts_it_and_keeps_the_switch(
         box: container.Container, deb: Path) -> None:
     """Installing the package again (an upgrade, as far as the maintainer scripts know)
@@ -483,12 +555,17 @@ def test_switching_back_to_fingerd_socket(box: container.Container) -> None:
 
 
 def test_remove_keeps_config_and_purge_removes_everything(box: container.Container) -> None:
-    """`apt remove` stops the socket and removes the units but keeps the admin's config;
-    `apt purge` then removes the config, the cache systemd made for the service, and the
-    enablement symlink: nothing of the package is left."""
+    """`apt remove` stops the socket and removes the units but keeps the admin's config (and
+    the link that gave fingerd@.service the network); `apt purge` then removes the config, the
+    cache systemd made for the service, the enablement symlink and that link: nothing of the
+    package is left."""
+    # The admin had given the per-connection unit the network, the documented way.
+    link = "/etc/systemd/system/fingerd@.service.d/network.conf"
+    box.run(f"mkdir -p {os.path.dirname(link)} && ln -sf {NETWORK_DROPIN} {link}")
     box.run(["apt-get", "remove", "-y", "fingerd"], timeout=120)
     box.run(["test", "-f", CONFIG])
     assert "moshez" in box.run(["cat", CONFIG]).stdout  # the admin's edit, not the default
+    box.run(["test", "-L", link])  # the admin's, until purge
     for unit in ("fingerd.socket", "fingerd@.service", SERVER_SOCKET, SERVER):
         box.run(["test", "!", "-e", f"/lib/systemd/system/{unit}"])
     assert box.run(["ss", "-Htln", "sport", "= :79"]).stdout.strip() == ""
@@ -498,7 +575,7 @@ def test_remove_keeps_config_and_purge_removes_everything(box: container.Contain
     box.run(["apt-get", "purge", "-y", "fingerd"], timeout=120)
     for path in ("/etc/fingerd", "/var/cache/fingerd", "/var/cache/private/fingerd",
                  "/etc/systemd/system/sockets.target.wants/fingerd.socket",
-                 "/usr/bin/fingerd"):
+                 "/usr/bin/fingerd", link, os.path.dirname(link)):
         box.run(["test", "!", "-e", path])
     status = box.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", "fingerd"],
                      check=False).stdout

@@ -54,6 +54,7 @@ class HttpBackend(Backend):
     """Status from ``GET url`` with the user name filled in."""
 
     blocking = True  # network I/O
+    needs_network = True
 
     def __init__(self, options: Options) -> None:
         self.template = options.string("url")
