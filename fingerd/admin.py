@@ -43,9 +43,11 @@ UNITS = ("fingerd@check.service", "fingerd-server.service", "fingerd-web.service
          "fingerd-irc.service")
 
 
-def as_service(work: Callable[[], int]) -> int:
+def as_service(work: Callable[[], int], offline: bool = False) -> int:
     """``work()`` under the service's identity: as root, in a child process that has become
-    ``nobody`` (no groups); otherwise right here. Returns its exit status."""
+    ``nobody`` (no groups), and with ``offline`` in a network namespace of its own, as the
+    units' ``PrivateNetwork=yes`` gives the service; otherwise right here. Returns its exit
+    status."""
     if os.geteuid() != 0:
         return work()
     import pwd
@@ -58,6 +60,8 @@ def as_service(work: Callable[[], int]) -> int:
     if pid == 0:  # the child: never returns
         status = BROKEN
         try:
+            if offline:
+                _unshare_network()
             os.setgroups([])
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)
@@ -72,6 +76,17 @@ def as_service(work: Callable[[], int]) -> int:
             os._exit(status)
     _, wait_status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(wait_status)
+
+
+def _unshare_network() -> None:
+    """unshare(2) CLONE_NEWNET: no network but a loopback that is down (os.unshare() is
+    Python 3.12's)."""
+    import ctypes
+
+    clone_newnet = 0x40000000
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(clone_newnet) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
 
 
 def _units_credentials() -> None:
@@ -255,12 +270,21 @@ def query(config_path: str | None, words: list[str], remote: str = "") -> int:
             service = service_from(load(config_path))
         except ConfigError as e:
             return _broken(e)
-        reply = service.respond(" ".join(words).encode("utf-8") + b"\r\n", alarm_runner, remote)
+        # surrogateescape: an argument that is not UTF-8 reaches the service as the bytes a
+        # client would send, and is answered as theirs would be.
+        line = " ".join(words).encode("utf-8", "surrogateescape") + b"\r\n"
+        reply = service.respond(line, alarm_runner, remote)
         sys.stdout.buffer.write(reply.data)
         sys.stdout.flush()
         return OK
 
+    offline = ""
     if os.geteuid() == 0:
-        print(f"fingerd: answering as {SERVICE_USER}, as the service would", file=sys.stderr)
-    return as_service(work)
+        from fingerd.sandbox import serving_unit_offline
+
+        offline = serving_unit_offline()
+        sandbox = f", without network as {offline}" if offline else ""
+        print(f"fingerd: answering as {SERVICE_USER}{sandbox}, as the service would",
+              file=sys.stderr)
+    return as_service(work, offline=bool(offline))
 

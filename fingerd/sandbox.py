@@ -191,6 +191,20 @@ def _systemctl_show(units: Sequence[str]) -> str:
         raise CannotAsk("systemctl did not answer within 30 s") from None
 
 
+def serving_unit_offline(show: Callable[[Sequence[str]], str] = _systemctl_show) -> str:
+    """The unit that serves finger here if it has no network (its name), else "" (also when
+    systemd cannot be asked): for ``fingerd query``, which then answers without it too."""
+    try:
+        shown = parse_show(show([*SOCKETS, *_SHOW_AS.values()]))
+    except CannotAsk:
+        return ""
+    for socket, service in SOCKETS.items():
+        props = shown.get(socket, {})
+        if props.get("ActiveState") == "active" or props.get("UnitFileState") == "enabled":
+            return service if blocking_settings(shown.get(_SHOW_AS[service], {})) else ""
+    return ""
+
+
 def check(config: Config, chain: Sequence[tuple[str, Backend]],
           say: Callable[[str], None], complain: Callable[[str], None],
           show: Callable[[Sequence[str]], str] = _systemctl_show) -> bool:

@@ -107,6 +107,13 @@ def test_a_token_reaches_the_http_server_as_a_credential(box: container.Containe
     box.write_file("/etc/systemd/system/fingerd@.service.d/token.conf",
                    "[Service]\nLoadCredential=status-token:/etc/fingerd/secrets/status-token\n")
     box.run(["systemctl", "daemon-reload"])
+    # Without the network (as shipped) the lookup fails, and `fingerd query` says the same.
+    assert finger_text(box, "alice") == "No such user.\r\n"
+    query = box.run(["fingerd", "query", "alice"])
+    assert query.stdout == "No such user.\r\n" and "without network" in query.stderr
+    box.run("mkdir -p /etc/systemd/system/fingerd@.service.d && ln -sf "
+            "/usr/share/fingerd/network.conf /etc/systemd/system/fingerd@.service.d/ "
+            "&& systemctl daemon-reload")
     assert finger_text(box, "alice") == "authorised\r\n"
     assert "Bearer s3cret" in box.run(["cat", "/root/authorizations"]).stdout
     readable = box.run("find /etc -type f -perm -o=r -exec grep -l s3cret {} +", check=False)
