@@ -23,8 +23,11 @@ server on loopback):
   framing and trailers, plus ``max_bytes + 1`` of body (the extra byte proves a body that ends
   at the close too long); a body is read only for a 2xx answer.
 - Up to :data:`MAX_REDIRECTS` redirects (301, 302, 303, 307, 308) are followed with a new GET:
-  only to http or https, never from https down to http. ``headers`` may be credentials: they
-  go only to the scheme, host and port of ``url``, never to where a redirect leads.
+  only to http or https, never from https down to http, and only to where ``url`` points (the
+  same host and port, or that host's https port) unless ``redirect_hosts`` names the target
+  (``host`` or ``host:port``): a hostile upstream cannot make fingerd fetch from loopback or
+  the internal network and hand the page to a finger client. ``headers`` may be credentials:
+  they go only to the scheme, host and port of ``url``, never to where a redirect leads.
 - Bodies come as the server framed them (Content-Length, chunked, or up to the close); any
   Transfer-Encoding but exactly ``chunked``, and any Content-Encoding, is an HttpError: a
   compressed body is never returned as if it were text.
@@ -44,7 +47,7 @@ from fingerd import __version__
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Collection, Mapping
 
 MAX_REDIRECTS = 3
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -203,6 +206,7 @@ _DEFAULT_TLS = TLS()
 
 def get(url: URL | str, deadline: float, headers: Mapping[str, str] | None = None,
         max_bytes: int = 65536, *, accept: str = "*/*", tls: TLS | None = None,
+        redirect_hosts: Collection[str] = (),
         socket_type: Callable[[int, int, int], _socket.socket] = _socket.socket) -> Response:
     """``GET url``, following redirects, all by ``deadline`` (see the module's docstring).
 
@@ -223,7 +227,11 @@ def get(url: URL | str, deadline: float, headers: Mapping[str, str] | None = Non
             if status not in REDIRECTS:
                 body = _read_body(conn, status, fields, max_bytes)
                 return Response(url, status, reason, fields, body)
-            url = _redirect(url, status, fields, redirects)
+            target = _redirect(url, status, fields, redirects)
+            if not _may_follow(origin, target, redirect_hosts):
+                raise HttpError(f"{url.for_log()}: redirect to another host "
+                                f"({target.host_header()}) refused (redirect_hosts)")
+            url = target
         except TimeoutError:
             raise
         except OSError as e:  # reset, refused, broken pipe, TLS alerts after the handshake
@@ -233,6 +241,18 @@ def get(url: URL | str, deadline: float, headers: Mapping[str, str] | None = Non
             if conn is not None:
                 conn.close()
     raise AssertionError("unreachable")
+
+
+def _may_follow(origin: tuple[str, str, int], target: URL,
+                redirect_hosts: Collection[str]) -> bool:
+    """A redirect stays where the configured URL points: its host and port, or the https port
+    of the same host; or it goes where the admin allowed (``host``, ``host:port``)."""
+    scheme, host, port = origin
+    if target.host == host and (target.port == port or (
+            target.scheme == "https" and target.port == DEFAULT_PORTS["https"])):
+        return True
+    return target.host in redirect_hosts or target.host_header() in redirect_hosts \
+        or f"{target.host}:{target.port}" in redirect_hosts
 
 
 def _redirect(url: URL, status: int, fields: dict[str, str], redirects: int) -> URL:

@@ -322,13 +322,19 @@ def test_configured_headers_are_sent(server: StatusServer) -> None:
     assert answer is not None and answer.startswith("token=Bearer s3cret agent=fingerd/")
 
 
-def test_headers_do_not_follow_a_redirect_to_another_host(server: StatusServer) -> None:
-    """Configured headers (tokens) are sent to the configured origin only: a redirect to
-    another host or port does not get them."""
+def test_a_redirect_elsewhere_is_refused_unless_allowed(server: StatusServer) -> None:
+    """A redirect to another host or port (here a server on another loopback port, as an
+    upstream could point at an internal service) fails the lookup: fingerd fetches only from
+    where its URL points. With the target in redirect_hosts it is followed, and configured
+    headers (tokens) still go to the configured origin only."""
     with StatusServer({"/headers/": echo_headers}) as other:
         server.routes["/status/away"] = lambda h: h.redirect(other.url("/headers/x"))
         backend = backend_for(server, headers={"Authorization": "Bearer s3cret"})
-        assert backend.lookup(Query("away")) == "token=None agent=fingerd/0.1.0"
+        assert "redirect to another host (127.0.0.1:" in failure(backend, "away")
+        allowed = make_backend({"type": "http", "url": server.url("/status/{user}"),
+                                "headers": {"Authorization": "Bearer s3cret"},
+                                "redirect_hosts": [f"127.0.0.1:{other.port}"]})
+        assert allowed.lookup(Query("away")) == "token=None agent=fingerd/0.1.0"
     server.routes["/status/home"] = lambda h: h.redirect("/headers/x")
     backend = backend_for(server, headers={"Authorization": "Bearer s3cret"})
     assert backend.lookup(Query("home")) == "token=Bearer s3cret agent=fingerd/0.1.0"

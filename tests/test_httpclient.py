@@ -82,15 +82,19 @@ def test_error_answers_are_returned_without_their_body(server: StatusServer) -> 
 
 def test_headers_go_only_to_the_origin(server: StatusServer) -> None:
     """Headers given to get() are sent to the URL's scheme, host and port, and after a
-    redirect within it, but not to another port a redirect leads to; a header of the same
-    name replaces the client's default."""
+    redirect within it, but not to another port a redirect leads to (one that redirect_hosts
+    allows; by default such a redirect is refused); a header of the same name replaces the
+    client's default."""
     token = {"Authorization": "Bearer s3cret", "User-Agent": "mine"}
     home = httpclient.get(server.url("/redirect-home"), time.monotonic() + 5, token)
     assert "('Authorization', 'Bearer s3cret')" in home.body.decode()
     assert "('User-Agent', 'mine')" in home.body.decode()
     with StatusServer({"/": lambda h: h.send_text(repr(sorted(h.headers.items())))}) as other:
         server.routes["/away"] = lambda h: h.redirect(other.url("/x"))
-        away = httpclient.get(server.url("/away"), time.monotonic() + 5, token).body.decode()
+        with pytest.raises(HttpError, match=r"redirect to another host \(127\.0\.0\.1:"):
+            httpclient.get(server.url("/away"), time.monotonic() + 5, token)
+        away = httpclient.get(server.url("/away"), time.monotonic() + 5, token,
+                              redirect_hosts=[f"127.0.0.1:{other.port}"]).body.decode()
     assert "s3cret" not in away and "('User-Agent', 'fingerd/" in away
 
 

@@ -95,6 +95,9 @@ class HttpBackend(Backend):
         if not self.json_field:
             raise options.error("json_field", "must not be empty")
         self.tls = httpclient.TLS(self.tls_verify, self.ca_file)
+        # Where a redirect may lead besides the URL's own host and port ("host", "host:port"):
+        # by default nowhere else, so that an upstream cannot send fingerd to an internal one.
+        self.redirect_hosts = frozenset(options.string_list("redirect_hosts", []))
 
     def lookup(self, query: Query) -> str | None:
         user = query.user
@@ -103,7 +106,8 @@ class HttpBackend(Backend):
         url = URL.parse(self.template.replace(_PLACEHOLDER, quote(user)))
         try:
             response = httpclient.get(url, time.monotonic() + self.timeout, self.headers,
-                                      self.max_bytes, accept=ACCEPT, tls=self.tls)
+                                      self.max_bytes, accept=ACCEPT, tls=self.tls,
+                                      redirect_hosts=self.redirect_hosts)
         except TimeoutError:
             raise TimeoutError(f"{url.for_log()}: no answer within {self.timeout:g} s") \
                 from None
