@@ -46,9 +46,10 @@ async def respond(service: FingerService, line: bytes, pool: AsyncPool, source: 
         try:
             await asyncio.wait_for(asyncio.shield(done), call.timeout)
         except TimeoutError:
-            pool.pool.abandon(job)
-            lookup.failed(call, TimeoutError(f"took longer than {call.timeout:g} s"))
-            continue
+            if not done.done():  # (else it came back in the same turn of the loop: use it)
+                pool.pool.abandon(job)
+                lookup.failed(call, TimeoutError(f"took longer than {call.timeout:g} s"))
+                continue
         except asyncio.CancelledError:
             pool.pool.abandon(job)  # the client is gone: nobody waits for this answer
             raise

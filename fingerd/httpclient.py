@@ -40,6 +40,7 @@ together, and each further module on the http:// path would cost every connectio
 from __future__ import annotations
 
 import _socket
+import _thread
 import time
 
 from fingerd import __version__
@@ -247,7 +248,7 @@ def _may_follow(origin: tuple[str, str, int], target: URL,
                 redirect_hosts: Collection[str]) -> bool:
     """A redirect stays where the configured URL points: its host and port, or the https port
     of the same host; or it goes where the admin allowed (``host``, ``host:port``)."""
-    scheme, host, port = origin
+    _scheme, host, port = origin
     if target.host == host and (target.port == port or (
             target.scheme == "https" and target.port == DEFAULT_PORTS["https"])):
         return True
@@ -480,6 +481,14 @@ def _connect(url: URL, deadline: float, tls: TLS,
 Address = tuple[int, int, int, tuple[object, ...]]  # family, type, protocol, sockaddr
 
 
+# Name lookups in their threads at most, in all: the long-running front ends call this from
+# many threads, and a resolver that does not answer would otherwise leave one stuck thread per
+# lookup behind.
+MAX_RESOLVERS = 32
+_resolving = 0
+_resolving_lock = _thread.allocate_lock()
+
+
 def _resolve(url: URL, deadline: float) -> list[Address]:
     """getaddrinfo(), within the deadline: the C resolver has no timeout of its own.
 
@@ -495,18 +504,25 @@ def _resolve(url: URL, deadline: float) -> list[Address]:
 
     if _is_address(url.host):
         return lookup()
-    import _thread
-
+    global _resolving
+    with _resolving_lock:
+        if _resolving >= MAX_RESOLVERS:  # a resolver that hangs: no new thread per lookup
+            raise HttpError(f"cannot resolve {url.host!r}: {_resolving} name lookups already "
+                            "waiting for the resolver")
+        _resolving += 1
     result: list[object] = []
     done = _thread.allocate_lock()
     done.acquire()
 
     def work() -> None:
+        global _resolving
         try:
             result.append(lookup())
         except BaseException as e:  # handed to the waiting thread
             result.append(e)
         finally:
+            with _resolving_lock:
+                _resolving -= 1
             done.release()
 
     _thread.start_new_thread(work, ())

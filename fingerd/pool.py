@@ -41,13 +41,15 @@ MAX_THREADS = 128
 class Job:
     """One call submitted for one source, and, once run, its answer or error."""
 
-    __slots__ = ("abandoned", "answer", "call", "done", "error", "source", "started")
+    __slots__ = ("abandoned", "answer", "call", "collected", "done", "error", "source",
+                 "started")
 
     def __init__(self, source: str, call: Call, done: Callable[[Job], None]) -> None:
         self.source, self.call, self.done = source, call, done
         self.answer: str | None = None
         self.error: BaseException | None = None
         self.started = False  # handed to a thread
+        self.collected = False  # its result is back on the loop: nothing left to abandon
         self.abandoned = False  # the front end gave up on it: its result is dropped
 
 
@@ -78,8 +80,9 @@ class Pool:
         return job
 
     def abandon(self, job: Job) -> None:
-        """The front end gives up on ``job``: never call its ``done``."""
-        if job.abandoned:
+        """The front end gives up on ``job``: never call its ``done``. (A job already back on
+        the loop has nothing to give up: its thread is free again.)"""
+        if job.abandoned or job.collected:
             return
         job.abandoned = True
         if job.started:
@@ -97,6 +100,7 @@ class Pool:
         finished = self._finished
         while finished:
             job = finished.popleft()
+            job.collected = True
             self.idle += 1
             count = self.on_threads[job.source] - 1
             if count:

@@ -226,9 +226,8 @@ class Server:
         except OSError:  # a reset: the client is gone, whatever it had sent
             if state == READING:
                 session.reset()
-                self.close(conn)
-            else:
-                self.close(conn, delivered=False)
+            # Lingering, the answer was all written: as the handler, it counts as delivered.
+            self.close(conn, delivered=state in (READING, LINGERING))
             return
         if state == READING:
             if session.receive(data):

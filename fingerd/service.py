@@ -300,5 +300,10 @@ class Lookup:
 
 
 def reason(error: BaseException) -> str:
-    """An exception as one log phrase: its type, and its message if it has one."""
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    """An exception as one log phrase: its type, and its message if it has one (and if it
+    can be had: a plugin's exception may fail to say what it is)."""
+    try:
+        text = str(error)
+    except Exception:
+        text = ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

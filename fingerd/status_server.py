@@ -77,7 +77,7 @@ MAX_CONNECTIONS_PER_UID = 64
 BURST = 5  # changes in a row
 REFILL_SECONDS = 60.0  # then one more per minute
 SD_LISTEN_FDS_START = 3
-_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_PEERCRED = struct.Struct("i2I")  # struct ucred: pid_t pid, uid_t uid, gid_t gid
 
 
 class RateLimiter:

@@ -150,3 +150,29 @@ def test_an_alarm_that_fires_before_the_call_starts_is_a_timeout() -> None:
     for _ in range(100):
         with pytest.raises(TimeoutError):
             with_alarm(1e-6, lambda: time.sleep(1))
+
+
+def test_a_backend_whose_exception_cannot_say_what_it_is_is_a_failure_like_any() -> None:
+    """An exception whose str() raises (a plugin's) is logged by its type: the lookup goes on
+    to the next backend and never raises out of the service (the long-running server would
+    die of it)."""
+    from fingerd.backends.static import StaticBackend
+    from fingerd.config import Options, ServerConfig
+
+    class Unspeakable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("cannot say")
+
+    class Broken(StaticBackend):
+        blocking = False
+
+        def lookup(self, query):  # type: ignore[no-untyped-def]
+            raise Unspeakable
+
+    static = StaticBackend(Options({"users": {"moshez": "Happy and well"}}, "t", "b"))
+    service = FingerService(ServerConfig(Options({}, "t", "server")),
+                            [("broken", Broken(Options({}, "t", "b"))), ("static", static)])
+    lookup = service.lookup(b"moshez\r\n")
+    while (call := lookup.next_call()) is not None:
+        lookup.run_inline(call)
+    assert lookup.reply_or_error().data == b"Happy and well\r\n"
