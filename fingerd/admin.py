@@ -238,7 +238,8 @@ def _dump(config: Config) -> str:
     from fingerd.config import FRONTEND_TABLES
 
     server = config.server
-    out = [f"# fingerd check --dump: {', '.join(config.files) or 'no file: built-in defaults'}",
+    files = escape(", ".join(config.files)) or "no file: built-in defaults"
+    out = [f"# fingerd check --dump: {files}",
            "", "[server]"]
     values = {"list_users": server.list_users, "forwarding": server.forwarding,
               "read_timeout": server.read_timeout, "backend_timeout": server.backend_timeout,
@@ -255,7 +256,7 @@ def _dump(config: Config) -> str:
         if isinstance(table, dict) and table:
             out += ["", *tomlout.table(name, table)]
     for spec in config.backends:
-        out += ["", f"[[backend]]  # from {spec.options.path}",
+        out += ["", f"[[backend]]  # from {escape(spec.options.path)}",
                 *tomlout.table("", spec.options.items(), path="backend")]
     return "\n".join(out) + "\n"
 

@@ -22,13 +22,19 @@ def value(item: object) -> str:
     if isinstance(item, (int, float)):
         return repr(item)
     if isinstance(item, str):
-        return '"' + "".join(_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if c < " " or c == "\x7f"
-                                                  else c) for c in item) + '"'
+        return '"' + "".join(_ESCAPES.get(c) or (c if c.isprintable() else _unicode(c))
+                             for c in item) + '"'
     if isinstance(item, list):
         return "[" + ", ".join(value(v) for v in item) + "]"
     if isinstance(item, dict):
         return "{" + ", ".join(f"{key(k)} = {value(v)}" for k, v in item.items()) + "}"
     return value(str(item))
+
+
+def _unicode(c: str) -> str:
+    """A character TOML and a terminal should not see as it is (controls, C1, bidi)."""
+    code = ord(c)
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def table(name: str, items: dict[str, object], path: str | None = None) -> list[str]:

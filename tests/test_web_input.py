@@ -241,3 +241,19 @@ def test_busy_when_max_connections_are_taken(tmp_path: Path) -> None:
         while status_of(server.raw(http_request("/moshez"))) != 200:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+def test_a_client_that_resets_mid_request_is_disconnected_not_an_error(make_config) -> None:
+    """A client that resets the connection in the middle of its request: a `disconnected`
+    record, never an internal error in the journal (any client could write those at will)."""
+    import struct
+
+    with running_web(make_config(STATIC)) as web:
+        s = socket.create_connection(("127.0.0.1", web.port), timeout=10)
+        s.sendall(b"GET /moshez HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.3)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+        log = web.wait_log("outcome=disconnected")
+        assert "internal error" not in log
+        assert web.get("/moshez?format=text").body == b"Happy and well\r\n"

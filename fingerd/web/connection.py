@@ -97,6 +97,10 @@ class Connection:
             except HeadTooLarge as e:
                 await self.refuse(e.status, INVALID, "", started)
                 return
+            except OSError:  # a reset (mid-request or between requests): the client is gone
+                if not self.waiting or number == 1:
+                    self.record(self.peer, "", None, "", DISCONNECTED, started)
+                return
             except h11.RemoteProtocolError as e:
                 if conn.trailing_data[1]:  # the client closed mid-request: nobody to tell
                     self.record(self.peer, "", None, "", DISCONNECTED, started)
@@ -208,6 +212,9 @@ class Connection:
             return await self.refuse(408, TIMEOUT, target, started)
         except h11.RemoteProtocolError:
             return await self.refuse(400, INVALID, target, started)
+        except OSError:  # a reset in the middle of the body: nobody to answer
+            self.record(self.peer, target, None, "", DISCONNECTED, started)
+            return False
 
     async def refuse(self, status: int, outcome: str, query: str, started: float,
                      extra: tuple[tuple[str, str], ...] = ()) -> bool:
