@@ -126,12 +126,17 @@ def standard(world: World, users: dict[str, str] | None = None, server: str = ""
                      + irc_table(ircd.port, **irc))
 
 
-def answers(person: Person, quiet: float = 2.5, nick: str = BOT) -> list[str]:
-    first = person.expect(person.from_bot(nick), 20)
-    return [first.text, *(m.text for m in person.collect(person.from_bot(nick), quiet))]
+def answers(person: Person, quiet: float = 2.5, nick: str = BOT,
+            command: str = "PRIVMSG") -> list[str]:
+    first = person.expect(person.from_bot(nick, command), 20)
+    return [first.text, *(m.text for m in person.collect(person.from_bot(nick, command),
+                                                         quiet))]
 
 
 # -- asking -------------------------------------------------------------------------------------
+
+PRIVATE = "NOTICE"  # what a private answer comes as
+
 
 def test_channel_query_is_answered_in_the_channel(world: World) -> None:
     """`!finger moshez` in #finger: the static answer, from the bot, in the channel; the query
@@ -149,12 +154,14 @@ def test_channel_query_is_answered_in_the_channel(world: World) -> None:
 
 
 def test_private_query_is_answered_in_private(world: World) -> None:
-    """A private `moshez`, `finger moshez` or `!finger moshez` is answered in private."""
+    """A private `moshez`, `finger moshez` or `!finger moshez` is answered in private, by
+    NOTICE (RFC 2812 §3.3.2: an automatic reply must not be answered, so two bots that answer
+    what they are told cannot talk to each other forever)."""
     standard(world)
     bob = world.person("bob", channel=None)
     for text in ("moshez", "finger moshez", "!finger moshez"):
         bob.say(BOT, text)
-        line = bob.expect(bob.from_bot(BOT), 20)
+        line = bob.expect(bob.from_bot(BOT, PRIVATE), 20)
         assert line.params == ["bob", "Happy and well"], text
 
 
@@ -169,7 +176,7 @@ def test_refusals_are_the_finger_services_texts(world: World) -> None:
         carol.say(CHANNEL, text)
         assert carol.expect(carol.from_bot(BOT), 20).text == expected, text
     carol.say(BOT, "ghost")
-    assert carol.expect(carol.from_bot(BOT), 20).text == "No such user."
+    assert carol.expect(carol.from_bot(BOT, PRIVATE), 20).text == "No such user."
 
 
 def test_user_list_when_enabled(world: World) -> None:
@@ -192,7 +199,7 @@ def test_long_answer_is_cut_in_the_channel_and_whole_in_private(world: World) ->
     assert answers(erin) == [f"line {n} of the poem" for n in range(1, 5)] + [
         f"(more: /msg {BOT} poet)"]
     erin.say(BOT, "poet")
-    assert answers(erin) == [f"line {n} of the poem" for n in range(1, 11)]
+    assert answers(erin, command=PRIVATE) == [f"line {n} of the poem" for n in range(1, 11)]
 
 
 def test_long_line_is_split_to_fit_irc_lines(world: World) -> None:
@@ -201,8 +208,8 @@ def test_long_line_is_split_to_fit_irc_lines(world: World) -> None:
     standard(world)
     fay = world.person("fay", channel=None)
     fay.say(BOT, "wide")
-    first = fay.expect(fay.from_bot(BOT), 20)
-    rest = fay.collect(fay.from_bot(BOT), quiet=2.5)
+    first = fay.expect(fay.from_bot(BOT, PRIVATE), 20)
+    rest = fay.collect(fay.from_bot(BOT, PRIVATE), quiet=2.5)
     pieces = [first, *rest]
     assert len(pieces) >= 3
     assert all(len(p.raw) + 2 <= 512 for p in pieces), [len(p.raw) for p in pieces]
@@ -318,13 +325,13 @@ def test_one_asker_cannot_starve_another(world: World) -> None:
     standard(world, {"long": "\n".join(f"row {n}" for n in range(30)), "moshez": "short"})
     greedy, patient = world.person("greedy", None), world.person("patient", None)
     greedy.say(BOT, "long")
-    greedy.expect(greedy.from_bot(BOT), 20)
+    greedy.expect(greedy.from_bot(BOT, PRIVATE), 20)
     time.sleep(1)
     patient.say(BOT, "moshez")
     asked = time.monotonic()
     patient.expect(lambda m: m.nick == BOT and m.text == "short", 10)
     assert time.monotonic() - asked < 5
-    rows = greedy.collect(greedy.from_bot(BOT), quiet=3, limit=60)
+    rows = greedy.collect(greedy.from_bot(BOT, PRIVATE), quiet=3, limit=60)
     assert rows[-1].text == "row 29"
 
 

@@ -96,6 +96,9 @@ class FingerBot:
         log.query_record(message.prefix, line, None, "", BUSY, 0.0, frontend="irc",
                          IRC_CHANNEL=channel or None)
         now = time.monotonic()
+        if len(self.noticed) > 1000:  # who was told more than an interval ago can be told again
+            self.noticed = {who: when for who, when in self.noticed.items()
+                            if now - when < NOTICE_INTERVAL}
         if now - self.noticed.get(asker, -NOTICE_INTERVAL) >= NOTICE_INTERVAL:
             self.noticed[asker] = now
             text = RATE_LIMITED if client.outbox.queued(asker) or self.lookups.get(asker) \
@@ -119,8 +122,12 @@ class FingerBot:
             if len(lines) > limit:
                 again = clean(("-l " if line.startswith("/W ") else "") + asked) or "finger"
                 lines = [*lines[:limit], f"(more: /msg {client.nick} {again})"]
-        budget = client.text_budget("PRIVMSG", reply_to)
-        out = [encode("PRIVMSG", reply_to, piece)
+        # In a channel the answer is said there; in private it is a NOTICE, as RFC 2812 §3.3.2
+        # asks of automatic replies, so that no other program answers it, and two bots that
+        # each answer what they are told cannot talk to each other forever.
+        command = "PRIVMSG" if channel else "NOTICE"
+        budget = client.text_budget(command, reply_to)
+        out = [encode(command, reply_to, piece)
                for text in lines for piece in split(text, budget)]
         dropped = client.say(asker, out)
         if dropped:

@@ -37,6 +37,7 @@ IDLE_DROP = 60.0  # ...and dropped when it stays silent this much longer
 STABLE = 60.0  # a connection that lasted this long resets the backoff
 FIRST_DELAY = 2.0  # the first reconnect delay, doubled after each failure
 REGAIN_INTERVAL = 60.0  # how often to try for the own nick while under an alternate
+REGAIN_SPACING = 5.0  # and never more often than this, whatever the holder of it does
 REJOIN_DELAY = 15.0  # after a KICK
 READY_WAIT = 10.0  # from the welcome: ready even if some channel never answers
 MAX_LINE_READ = 8192 + MAX_LINE_BYTES  # IRCv3 tags may precede a 512-byte message
@@ -69,6 +70,8 @@ class Client:
         self.stopping = False
         self._candidates: list[str] = []
         self._timers: list[asyncio.TimerHandle] = []
+        self._regain_timer: asyncio.TimerHandle | None = None
+        self._regained_at = -REGAIN_SPACING
 
     # -- what the bot uses --------------------------------------------------------------------
 
@@ -214,6 +217,7 @@ class Client:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self._regain_timer = None
         self.outbox.clear()
         self.registered = False
         self.joined.clear()
@@ -230,7 +234,10 @@ class Client:
             notify(f"STATUS={status}")
 
     def _later(self, delay: float, callback: Callable[[], None]) -> None:
-        self._timers.append(asyncio.get_running_loop().call_later(delay, callback))
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._timers = [t for t in self._timers if t.when() > now]  # drop the fired ones
+        self._timers.append(loop.call_later(delay, callback))
 
     # -- registration and nicks ---------------------------------------------------------------
 
@@ -253,10 +260,25 @@ class Client:
         self.send(encode("NICK", self.nick))
 
     def _regain(self) -> None:
-        """Under an alternate nick: ask for the own one (the server says 433 if still taken)."""
-        if self.registered and casefold(self.nick) != casefold(self.config.nick):
+        """Under an alternate nick: ask for the own one (the server says 433 if still taken),
+        at most once every REGAIN_SPACING seconds however often its holder comes and goes,
+        and again every REGAIN_INTERVAL from one timer, never a second one."""
+        if not self.registered or casefold(self.nick) == casefold(self.config.nick):
+            return
+        now = time.monotonic()
+        due = self._regained_at + REGAIN_SPACING
+        if now >= due:
+            self._regained_at = now
             self.send(encode("NICK", self.config.nick))
-            self._later(REGAIN_INTERVAL, self._regain)
+            due = now + REGAIN_INTERVAL
+        loop = asyncio.get_running_loop()
+        when = loop.time() + (due - now)
+        timer = self._regain_timer
+        if timer is None or timer.when() <= loop.time() or timer.when() > when:
+            if timer is not None:
+                timer.cancel()
+            self._regain_timer = loop.call_at(when, self._regain)
+            self._timers.append(self._regain_timer)
 
     def _welcome(self, message: Message) -> None:
         self.registered = True
@@ -265,7 +287,9 @@ class Client:
         for channel in self.config.channels:
             self.send(encode("JOIN", channel))
         if casefold(self.nick) != casefold(self.config.nick):
-            self._later(REGAIN_INTERVAL, self._regain)
+            self._regain_timer = None
+            self._regained_at = time.monotonic()  # it just asked for it, at registration
+            self._regain()
         self._later(READY_WAIT, self._status)
         self._status()
 

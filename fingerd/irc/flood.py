@@ -9,8 +9,10 @@ there answers PINGs late). So however many people ask, the bot sends through a t
 What waits is queued per asker and sent round-robin, so one person asking for a long answer
 (or many answers) delays the others by one line per turn, not by their whole backlog. The
 queue is bounded in lines per asker and in all; :meth:`Outbox.admit` tells the bot whether to
-take another query from an asker at all. Control lines (PONG, NICK, JOIN, QUIT) go first, and
-count against the bucket like any other line.
+take another query from an asker at all. Control lines (PONG, NICK, JOIN, QUIT) go first and
+without waiting for a token (a PONG must not wait behind answers), but each takes one, so the
+answers after them wait the longer; the client sends them rarely (a NICK to take its own nick
+back at most once every few seconds, whatever others do).
 """
 
 from __future__ import annotations
