@@ -115,11 +115,61 @@ def _units_credentials() -> None:
                 credentials.clear()
             elif path:
                 credentials[name] = path
+        _given[unit] = set(credentials)
         for name, path in credentials.items():
             try:
                 remember(name, read_file(f"credential {name!r}", path))
             except CredentialError:
                 continue  # check reports it where the config uses it
+
+
+# Per unit, the credentials its LoadCredential= lines give it (filled by _units_credentials).
+_given: dict[str, set[str]] = {}
+
+
+def _credentials_used(value: object) -> set[str]:
+    """The NAMEs of every ``{credential:NAME}`` in a configuration table."""
+    if isinstance(value, str):
+        names = set()
+        rest = value
+        while (start := rest.find("{credential:")) >= 0 and (end := rest.find("}", start)) > 0:
+            names.add(rest[start + len("{credential:"):end])
+            rest = rest[end + 1:]
+        return names
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) \
+        else ()
+    return set().union(*(_credentials_used(item) for item in items))
+
+
+def _credentials_missing(config: Config) -> list[str]:
+    """Units that serve here (their socket or themselves enabled or active) but are not
+    given a credential the configuration uses: their lookups would fail where root's check,
+    which read every unit's, did not."""
+    used = _credentials_used(dict(config.table))
+    if not used or not _given:
+        return []
+    from fingerd import sandbox
+
+    try:
+        shown = sandbox.parse_show(sandbox._systemctl_show(
+            [*sandbox.SOCKETS, "fingerd-irc.service"]))
+    except sandbox.CannotAsk:
+        return []
+    serving = [service for socket, service in sandbox.SOCKETS.items()
+               if shown.get(socket, {}).get("ActiveState") == "active"
+               or shown.get(socket, {}).get("UnitFileState") == "enabled"]
+    irc = shown.get("fingerd-irc.service", {})
+    if irc.get("ActiveState") == "active" or irc.get("UnitFileState") == "enabled":
+        serving.append("fingerd-irc.service")
+    problems = []
+    for service in serving:
+        unit = "fingerd@check.service" if service == sandbox.PER_CONNECTION else service
+        missing = sorted(used - _given.get(unit, set()))
+        if missing:
+            problems.append(f"{service} is not given the credential(s) {', '.join(missing)} "
+                            f"that the configuration uses: add LoadCredential= for them to it "
+                            f"(`systemctl edit {service}`)")
+    return problems
 
 
 def _broken(e: ConfigError) -> int:
@@ -201,6 +251,8 @@ def _report(config: Config, chain: list[tuple[str, Backend]], frontends: list[st
                          for number, line in enumerate(escape(message, keep="\n").split("\n")))
 
         sandbox.check(config, chain, lambda line: lines.append(escape(line)), complain)
+        for problem in _credentials_missing(config):
+            complain(problem)
     lines += frontends
     if not quiet or problems:
         print("\n".join(lines))

@@ -168,11 +168,16 @@ class Clients:
 
 
 def test_switch_to_the_long_running_server(box: container.Container) -> None:
-    """As the README says: fingerd-server.socket takes port 79 over. (The http backend and
-    its credential were given to fingerd@.service only: taken out first.)"""
-    box.run(["rm", f"{DROPINS}/20-http.toml"])
+    """As the README says: fingerd-server.socket takes port 79 over. The http backend's
+    credential was given to fingerd@.service only: `fingerd check` says that the server now
+    serving lacks it (root's check read every unit's credentials, the server would not have
+    it). Then the http backend is taken out."""
     box.run(["systemctl", "disable", "--now", "fingerd.socket"])
     box.run(["systemctl", "enable", "--now", "fingerd-server.socket"])
+    status, out = check(box)
+    assert status == 3, out
+    assert "fingerd-server.service is not given the credential(s) status-token" in out
+    box.run(["rm", f"{DROPINS}/20-http.toml"])
     assert finger_text(box, "moshez") == "Happy and well\r\n"
 
 
