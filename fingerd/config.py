@@ -235,11 +235,6 @@ class Config:
         top.finish()
 
 
-def default_path() -> str:
-    """``$FINGERD_CONFIG`` if set, else /etc/fingerd/fingerd.toml."""
-    return os.environ.get("FINGERD_CONFIG") or DEFAULT_PATH
-
-
 def load(path: str | None = None, cache_dir: str | None = None) -> Config:
     """Read and check the config: the main file and its drop-ins (fingerd/configfiles.py).
 

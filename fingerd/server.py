@@ -46,7 +46,7 @@ from functools import partial
 
 from fingerd import log
 from fingerd.admission import Admission, source_key
-from fingerd.chain import service_from, unavailable_service
+from fingerd.chain import reloaded, service_from, unavailable_service
 from fingerd.config import ConfigError, load
 from fingerd.daemon import (
     RETRY_SECONDS,
@@ -136,19 +136,13 @@ class Server:
     def reload(self, retry: bool = False) -> None:
         """SIGHUP: a new config for new connections; on any error keep the old one. ``retry``:
         the periodic attempt while broken, which logs only a change of error."""
-        try:
-            # After --user: the file must be readable by that user (under systemd it is 0644).
-            service = service_from(load(self.config_path))
-        except Exception as e:  # a ConfigError, or whatever else a parser or plugin raises
-            if not (retry and str(e) == self.service.broken):
-                if self.service.broken:
-                    self.service = unavailable_service(self.service.path, e)  # type: ignore[arg-type]
-                    log.error(f"configuration error, answering "
-                              f"{'Finger service unavailable'!r} until it is fixed: {e}")
-                else:
-                    log.error(f"reload failed, keeping the running configuration: {e}")
+        # After --user: the file must be readable by that user (under systemd it is 0644).
+        result = reloaded(self.config_path, self.service, lambda config: None, retry=retry)
+        if result is None:
             return
-        self.service = service
+        self.service = service = result[0]
+        if service.broken:
+            return
         self.admission.update(service.server)
         notify("STATUS=")
         log.send(f"configuration reloaded from {service.path}")

@@ -92,8 +92,11 @@ def format_duration(seconds: float) -> str:
 
 
 def shown(text: str) -> str:
-    """Text as it may go to a terminal: control characters (escapes) as ``\\xNN``."""
-    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text)
+    """Text as it may go to a terminal: control characters (escapes) as ``\\x1b``, and the
+    like (fingerd.log.escape); line breaks stay."""
+    from fingerd.log import escape
+
+    return escape(text, keep="\n")
 
 
 def when(timestamp: int) -> str:

@@ -44,6 +44,7 @@ import sys
 import time
 
 from fingerd import log
+from fingerd.daemon import notify, systemd_sockets
 from fingerd.status_protocol import (
     BUSY,
     CLEAR,
@@ -72,11 +73,12 @@ DEFAULT_STATE_DIR = "/var/lib/fingerd-status"
 REQUEST_TIMEOUT = 5.0
 IDLE_EXIT = 600.0
 MAX_CONNECTIONS = 256
-# fingerd serve asks from one UID on up to 32 backend threads at once.
+# A long-running front end asks from one UID on as many backend threads as its pool allows
+# (fingerd/pool.py, up to 128); more than this at once are told "busy" (the lookup fails and
+# the chain goes on).
 MAX_CONNECTIONS_PER_UID = 64
 BURST = 5  # changes in a row
 REFILL_SECONDS = 60.0  # then one more per minute
-SD_LISTEN_FDS_START = 3
 _PEERCRED = struct.Struct("i2I")  # struct ucred: pid_t pid, uid_t uid, gid_t gid
 
 
@@ -285,30 +287,6 @@ class Server:
         writer.close()
 
 
-def notify(state: str) -> None:
-    """sd_notify(3), when systemd asked for it (Type=notify)."""
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return
-    try:
-        from systemd.daemon import notify as sd_notify
-    except ImportError:
-        log.warning("python3-systemd is missing: cannot tell systemd we are ready")
-        return
-    sd_notify(state)
-
-
-def passed_socket() -> socket.socket | None:
-    """The listening socket from fingerd-status.socket (sd_listen_fds(3)), if any."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        return None
-    count = os.environ.get("LISTEN_FDS", "0")
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    if count != "1":
-        raise SystemExit(f"fingerd status-server: expected one socket from systemd, got {count}")
-    return socket.socket(fileno=SD_LISTEN_FDS_START)
-
-
 def bind(path: str) -> socket.socket:
     """Listen on ``path`` ourselves (no systemd): mode 0666, as fingerd-status.socket does."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -344,7 +322,12 @@ def main(socket_path: str | None, state_dir: str | None, idle_exit: float | None
     removed = store.sweep(time.time())
     if removed:
         log.send(f"status service: removed {removed} expired status(es) or leftover file(s)")
-    listener = passed_socket()
+    passed = systemd_sockets()  # sd_listen_fds(3): fingerd-status.socket's one socket
+    if len(passed) > 1:
+        print(f"fingerd status-server: expected one socket from systemd, got {len(passed)}",
+              file=sys.stderr)
+        return 1
+    listener = passed[0] if passed else None
     bound = None
     if listener is None:
         bound = socket_path or DEFAULT_SOCKET

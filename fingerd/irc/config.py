@@ -17,7 +17,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from fingerd.config import Options
 
-MAX_SECRET_BYTES = 4096
 
 
 class SecretError(Exception):

@@ -25,7 +25,7 @@ import time
 from fingerd import log
 from fingerd.admission import Admission, source_key
 from fingerd.aio import AsyncPool
-from fingerd.chain import service_from, unavailable_service
+from fingerd.chain import reloaded, service_from, unavailable_service
 from fingerd.config import ConfigError, Options, load
 from fingerd.daemon import (
     RETRY_SECONDS,
@@ -68,19 +68,16 @@ class WebServer:
     def reload(self, retry: bool = False) -> None:
         """SIGHUP: a new config for new requests; on any error keep the old one. ``retry``:
         the periodic attempt while the configuration is broken, which logs only a change."""
-        try:
-            config = load(self.config_path)
-            service = service_from(config)
-            settings = WebSettings(config.frontends["web"])
-        except Exception as e:  # a ConfigError, or whatever else a parser or plugin raises
-            if not (retry and str(e) == self.service.broken):
-                if self.service.broken:
-                    self.service = unavailable_service(self.service.path, e)  # type: ignore[arg-type]
-                    log.error(f"configuration error, answering 503 until it is fixed: {e}")
-                else:
-                    log.error(f"reload failed, keeping the running configuration: {e}")
+        result = reloaded(self.config_path, self.service,
+                          lambda config: WebSettings(config.frontends["web"]), retry=retry,
+                          answer="503 Finger service unavailable")
+        if result is None:
             return
-        self.service, self.settings = service, settings
+        service, settings = result
+        self.service = service
+        if settings is None:
+            return
+        self.settings = settings
         self.admission.update(service.server)
         log.send(f"configuration reloaded from {service.path}")
 
