@@ -205,10 +205,10 @@ class BackendSpec:
         self.options = options
 
 
-# The tables of the front ends other than finger itself (the web view, the IRC bot, the status
-# service). Each front end reads its own table with its own typed class, which checks it; here
+# The tables of the front ends other than finger itself (the web view, the IRC bot). Each front
+# end reads its own table with its own typed class, which checks it (`fingerd check` too); here
 # they are only set aside, so that the per-connection handler never pays for reading them.
-FRONTEND_TABLES = ("web", "irc", "status")
+FRONTEND_TABLES = ("web", "irc")
 
 
 class Config:

@@ -5,7 +5,8 @@
   are the socket, as with ``StandardInput=socket``); returns its answer, exit code and stderr.
 - ``inetd(config)``: ``systemd-socket-activate --inetd -a`` on a free loopback port, starting the
   handler per connection exactly as ``fingerd@.service`` does; yields the port.
-- ``serve(config)``: ``fingerd serve`` on a free loopback port; yields (port, process).
+- ``serve(config)``: ``fingerd serve`` on a free loopback port, ready once it said so; returns a
+  ``Served`` (port, process, its log so far).
 
 Where tests run, and the markers that say why one cannot
 --------------------------------------------------------
@@ -13,7 +14,7 @@ The suite runs in two places. ``make check`` (and CI, ``CI=true``, as root) runs
 The Debian package build (``dpkg-buildpackage``, debian/rules) runs them again, the way a buildd
 or sbuild does: as any user (often not root), with the network down but for loopback, with
 only the Build-Depends installed. A test that cannot run there carries one marker naming what
-it needs (described in pyproject.toml), and the package build deselects the three of them:
+it needs (described in pyproject.toml), and the package build deselects them:
 
 - ``@pytest.mark.root``: root itself (setpriv or ``--user`` to another account, chown to
   another account, mounts, ``systemd-analyze`` creating /run/systemd/, apt).
@@ -21,8 +22,9 @@ it needs (described in pyproject.toml), and the package build deselects the thre
   port 79 for the real ``finger`` client.
 - ``@pytest.mark.systemd``: a booted Debian under ``systemd-nspawn`` (root, debootstrap); the
   .deb installed there.
+- ``@pytest.mark.browser``: headless Chromium (not a Build-Depends: a 200 MB browser).
 
-Each of them needs root, so a marked test skips, saying which marker, when the suite runs as
+The first three need root, so such a test skips, saying which marker, when the suite runs as
 another user (and fails in CI). Every unmarked test must run in the package build: a program
 it runs comes from a package in Build-Depends (``<!nocheck>`` when only tests use it), it
 talks to loopback only, and it runs as root and as a normal user alike. To skip for any

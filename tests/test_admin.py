@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import FINGERD, STATIC, ask, env, require
+from conftest import FINGERD, STATIC, ask, env, free_port, require
 
 from fingerd.config import DEFAULT_PATH
 from fingerd.protocol import UNAVAILABLE
@@ -159,7 +159,7 @@ def test_a_header_comes_from_a_systemd_credential(make_config, public_dir: Path,
 def test_a_missing_credential_is_a_config_error_that_says_what_to_add(make_config) -> None:
     """Without the credential the config cannot be used, and the message names the key and
     the LoadCredential= line the unit needs."""
-    config = make_config('[[backend]]\ntype = "http"\nurl = "http://127.0.0.1:9/{user}"\n'
+    config = make_config('[[backend]]\ntype = "http"\nurl = "http://127.0.0.1:1/{user}"\n'
                          '[backend.headers]\nAuthorization = "Bearer {credential:status-token}"\n')
     check = fingerd("check", "--config", str(config))
     assert check.returncode == 1
@@ -199,8 +199,9 @@ def test_check_with_no_file_says_built_in_defaults() -> None:
 def test_check_probes_each_backend(make_config, public_dir: Path) -> None:
     """A status file that is not there and a URL that refuses pass validation but fail every
     query: check probes each backend once, says what it found, and exits 3."""
+    closed = free_port()  # nothing listens there
     config = make_config(f'[[backend]]\ntype = "file"\npath = "{public_dir}/no-such-status"\n'
-                         '[[backend]]\ntype = "http"\nurl = "http://127.0.0.1:9/{user}"\n'
+                         f'[[backend]]\ntype = "http"\nurl = "http://127.0.0.1:{closed}/{{user}}"\n'
                          + STATIC)
     check = fingerd("check", "--config", str(config))
     assert check.returncode == 3, check.stdout + check.stderr

@@ -44,12 +44,14 @@ def test_version() -> None:
     assert run("--version").stdout.strip() == f"fingerd {__version__}"
 
 
-@pytest.mark.parametrize("command", [[], ["query"], ["check"], ["serve"], ["web"]])
+@pytest.mark.parametrize("command", [[], ["query"], ["check"], ["serve"], ["web"], ["irc"],
+                                     ["status"], ["status-server"]])
 def test_help_on_each_command(command: list[str]) -> None:
-    """Every command has --help."""
+    """Every command has --help; those that read the configuration take --config (the status
+    commands talk to the status service, which has no configuration of its own)."""
     proc = run(*command, "--help")
     assert proc.stdout.startswith("usage: fingerd")
-    assert "--config" in proc.stdout
+    assert ("--config" in proc.stdout) == (command[:1] not in (["status"], ["status-server"]))
 
 
 def test_unknown_arguments_are_a_usage_error() -> None:
@@ -57,3 +59,11 @@ def test_unknown_arguments_are_a_usage_error() -> None:
     proc = run("--confg", "x", check=False)
     assert proc.returncode == 2
     assert "usage: fingerd" in proc.stderr
+
+
+def test_a_status_usage_error_exits_2() -> None:
+    """`fingerd status` with a subcommand it does not know: a usage message and exit status 2
+    (1 is for a refusal or a service that is not there)."""
+    proc = run("status", "frobnicate", check=False)
+    assert proc.returncode == 2
+    assert "usage: fingerd status" in proc.stderr

@@ -56,10 +56,29 @@ def test_shipped_config_documents_every_option(tmp_path: Path) -> None:
     config = Config(str(path), table)
     assert [b.type for b in config.backends] == ["static", "file", "status", "local", "http"]
     build_chain(config)  # every backend accepts every option shown for it
-    missing = {"list_users", "forwarding", "read_timeout", "backend_timeout", "no_such_user",
-               "no_information", "conceal_unknown", "max_answer_bytes", "max_connections",
-               "max_connections_per_source", "output_charset"} - set(table["server"])
+    missing = server_keys() - set(table["server"])
     assert not missing, f"not in {SHIPPED_CONFIG.name}: {missing}"
+
+
+def server_keys() -> set[str]:
+    """Every [server] key the code reads (what ServerConfig asks its table for)."""
+    from fingerd.config import Options, ServerConfig
+
+    options = Options({}, "fingerd.toml", "server")
+    ServerConfig(options)
+    return set(options._asked)
+
+
+def test_every_server_option_is_documented() -> None:
+    """Each [server] key the code reads has a row in the README's [server] table and an entry
+    in fingerd.toml(5): the documents must not fall behind the code."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("### `[server]`"):]
+    table = table[:table.index("\n### ", 1)]
+    manual = (REPO / "man" / "fingerd.toml.5").read_text().replace("\\_", "_")
+    for key in sorted(server_keys()):
+        assert f"| `{key}` |" in table, f"README.md [server] table: {key}"
+        assert key in manual, f"fingerd.toml.5: {key}"
 
 
 def changelog_version() -> str:

@@ -95,12 +95,12 @@ def test_serve_listens_on_ipv6(make_config, serve) -> None:
 
 def test_serve_applies_the_handler_limits_per_connection(make_config, serve) -> None:
     """Line cap and read timeout hold in the long-running server too, without stalling others."""
-    server = serve(make_config("[server]\nread_timeout = 1\n" + STATIC))
+    server = serve(make_config("[server]\nread_timeout = 5\n" + STATIC))
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
-        # While one client is silent, another is answered at once.
+        # While one client is silent, another is answered at once, long before its timeout.
         started = time.monotonic()
         assert ask(server.port, b"moshez\r\n") == b"Happy and well\r\n"
-        assert time.monotonic() - started < 0.9
+        assert time.monotonic() - started < 2
         assert recv_all(silent) == TIMED_OUT.encode() + b"\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"A" * 4096)
@@ -358,8 +358,9 @@ def test_serve_times_each_backend_like_the_handler(make_config, run_handler, ser
 
 
 def test_serve_does_not_answer_a_partial_query_after_a_reset(make_config, serve) -> None:
-    """A client that sends part of a line and resets has left: no lookup, "disconnected"."""
-    server = serve(make_config(STATIC))
+    """A client that sends part of a line and resets has left: no lookup (even of "mosh",
+    whom a backend knows), "disconnected"."""
+    server = serve(make_config(STATIC + 'mosh = "a user, but nobody asked"\n'))
     s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     s.sendall(b"mosh")
     time.sleep(0.2)
@@ -367,8 +368,7 @@ def test_serve_does_not_answer_a_partial_query_after_a_reset(make_config, serve)
     s.close()  # RST
     time.sleep(0.3)
     records = [line for line in stop_and_read_log(server).splitlines() if "outcome=" in line]
-    assert any('query="mosh"' in r and "outcome=disconnected" in r for r in records), records
-    assert not any("no_such_user" in r for r in records), records
+    assert any('query="mosh" backend=- outcome=disconnected' in r for r in records), records
 
 
 def test_serve_drains_input_left_after_the_query(make_config, serve) -> None:

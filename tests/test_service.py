@@ -21,7 +21,7 @@ STATIC = '[[backend]]\ntype = "static"\n[backend.users]\nmoshez = "Happy and wel
 
 
 @pytest.fixture(autouse=True)
-def test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+def register_test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("failing", "slow", "echo", "unstartable", "bytes"):
         monkeypatch.setitem(backends.BUILTIN, name, f"chain_backends:{name.title()}")
 

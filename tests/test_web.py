@@ -229,7 +229,8 @@ def test_head_has_the_headers_of_get_and_no_body(web) -> None:
 
 def test_every_response_carries_the_security_headers(web) -> None:
     """Whatever the answer — a page, an error, a refusal, a JRD — it says its type with a
-    charset, forbids scripts, is not to be sniffed and says how long it may be cached."""
+    charset, forbids scripts, framing and referrers, is not to be sniffed and says how long it
+    may be cached."""
     paths = ["/moshez", "/ghost", "/a@b", "/%00", "/?format=json", "/moshez?format=text",
              "/.well-known/webfinger", "/.well-known/webfinger?resource=acct:moshez@x.example"]
     for path in paths:
@@ -238,6 +239,9 @@ def test_every_response_carries_the_security_headers(web) -> None:
         assert re.fullmatch(r"[a-z+/]+; charset=utf-8", headers["Content-Type"]), path
         assert headers["Content-Security-Policy"].startswith("default-src 'none';"), path
         assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+        assert headers["X-Frame-Options"] == "DENY", path
+        assert headers["Referrer-Policy"] == "no-referrer", path
         assert re.fullmatch(r"max-age=\d+|no-store", headers["Cache-Control"]), path
         assert int(headers["Content-Length"]) == len(reply.body), path
     assert web.get("/moshez").headers["Cache-Control"] == "max-age=60"

@@ -257,3 +257,17 @@ def test_a_client_that_resets_mid_request_is_disconnected_not_an_error(make_conf
         log = web.wait_log("outcome=disconnected")
         assert "internal error" not in log
         assert web.get("/moshez?format=text").body == b"Happy and well\r\n"
+
+
+def test_a_keep_alive_connection_serves_at_most_100_requests(web) -> None:
+    """101 pipelined requests on one connection: the first 100 are answered, the 100th says
+    `Connection: close`, and the connection ends there (one client cannot hold it forever)."""
+    from fingerd.web.connection import MAX_REQUESTS
+
+    request = b"GET /moshez?format=text HTTP/1.1\r\nHost: x\r\n\r\n"
+    response = web.raw(request * (MAX_REQUESTS + 1))
+    parts = response.split(b"HTTP/1.1 ")[1:]
+    assert len(parts) == MAX_REQUESTS == 100
+    assert all(p.startswith(b"200 ") for p in parts)
+    assert b"connection: close" in parts[-1].split(b"\r\n\r\n")[0].lower()
+    assert b"connection: close" not in parts[-2].split(b"\r\n\r\n")[0].lower()
