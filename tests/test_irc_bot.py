@@ -522,3 +522,17 @@ class _Plain(Net):
     def __init__(self) -> None:
         self.holder = None
 
+
+
+def test_irc_askers_are_remote_for_the_backends(world: World) -> None:
+    """Nobody on IRC is on this host as far as backends know: the `local` backend shows an IRC
+    asker its `fields` (here the login), never the `local_fields` (the name too)."""
+    ircd = world.server()
+    world.bot('[[backend]]\ntype = "local"\nuid_min = 65534\nuid_max = 65534\n'
+              'show_private_homes = true\nform = "long"\nfields = ["login"]\n'
+              'local_fields = ["login", "name"]\n' + irc_table(ircd.port))
+    lee = world.person("lee")
+    lee.say(CHANNEL, "!finger nobody")
+    said = answers(lee)
+    assert said and said[0].startswith("Login: nobody"), said
+    assert not any("Name:" in line for line in said), said

@@ -297,3 +297,27 @@ def test_links_follow_x_forwarded_prefix_from_a_trusted_proxy(web, config_dir) -
     with running_web(config) as server:
         page = server.get("/moshez", {"X-Forwarded-Prefix": "/people"}).text
         assert '<a href="/">start</a>' in page
+
+
+LOCAL_NOBODY = """
+[[backend]]
+type = "local"
+uid_min = 65534
+uid_max = 65534
+show_private_homes = true
+form = "long"
+fields = ["login"]
+local_fields = ["login", "name"]
+"""
+
+
+def test_askers_through_a_proxy_are_remote_for_the_backends(make_config) -> None:
+    """The web view behind a proxy cannot vouch for anybody's address: backends see the asker
+    as remote (the `local` backend shows `fields`, not `local_fields`). Only a client that
+    talks to it directly from this host (no trusted proxy) is local."""
+    with running_web(make_config(LOCAL_NOBODY)) as web:  # 127.0.0.1: a trusted proxy
+        answer = web.get("/nobody?format=text").body.decode()
+        assert answer.startswith("Login: nobody") and "Name:" not in answer, answer
+    with running_web(make_config(LOCAL_NOBODY + "[web]\ntrusted_proxies = []\n")) as web:
+        answer = web.get("/nobody?format=text").body.decode()
+        assert "Name: nobody" in answer, answer
