@@ -421,6 +421,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: tiny counts, every row, numbers meaningless")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    parser.add_argument("--setup", action="store_true",
+                        help="only fetch and build the peers into the cache (what `make check` "
+                             "does before the tests, so that they download nothing)")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.inetd_requests, args.rounds, args.batch = 300, 20, 2, 3
@@ -438,6 +441,9 @@ def main() -> int:
 
             fcntl.flock(lock, fcntl.LOCK_EX)
             paths = setup(cache)
+            if args.setup:
+                say(f"set up in {cache}")
+                return 0
             env = dict(os.environ, FINGERD_BENCH_NS="1", FINGERD_BENCH_PATHS=json.dumps(paths))
             return subprocess.call(["unshare", "--mount", "--net", PYTHON, *sys.argv], env=env)
     paths = json.loads(os.environ["FINGERD_BENCH_PATHS"])

@@ -482,3 +482,12 @@ def _alive(pid: int) -> bool:
 def _wait_gone(pid: int, deadline: float) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    # `python3 tests/container.py`: build the cached image (what `make check` does before the
+    # tests, so that no test downloads anything).
+    reason = unavailable_reason()
+    if reason:
+        raise SystemExit(f"cannot build the test image: {reason}")
+    print(cached_root())
