@@ -1,4 +1,5 @@
-"""Who may hold a connection in ``fingerd serve``, and how much memory answers may hold.
+"""Who may hold a connection in ``fingerd serve`` and ``fingerd web``, and how much memory
+answers may hold.
 
 One process serves everybody, so no client may take it all:
 
@@ -8,12 +9,15 @@ One process serves everybody, so no client may take it all:
   source that holds no connection displaces the oldest connection that is still waiting for its
   query line from the source that holds the most (if that source holds at least two): a few
   addresses with many idle connections cannot keep everybody else out until their read
-  timeouts run out. Otherwise the newcomer is told the server is busy.
+  timeouts run out. Otherwise the newcomer is told the server is busy. (``fingerd web``
+  displaces nobody: its caller says no connection is idle, and a newcomer gets 503.)
 - **Unsent answers**: answers that clients do not read stay in memory until the write timeout.
-  Answers of which the kernel's socket buffers did not take everything are bounded in all
-  (their whole size counts) by ``[server] max_unsent_bytes`` (at least one
-  ``max_answer_bytes``); an answer that would exceed it is not sent: the client is told the
-  server is busy.
+  What they hold in all is bounded by ``[server] max_unsent_bytes`` (never less than one
+  ``max_answer_bytes``): an answer over 64 KiB (``fingerd.session.DRAIN_BYTES``; a smaller one
+  is sent in any case) that would take the total over it is not sent: ``fingerd serve`` tells
+  the client the server is busy, ``fingerd web`` closes the connection. An answer counts with
+  its whole size while any of it waits to be sent (in ``fingerd serve`` any answer the socket
+  did not take at once, in ``fingerd web`` those over 64 KiB).
 """
 
 from __future__ import annotations

@@ -182,11 +182,12 @@ class ServerConfig:
         self.conceal_unknown = options.boolean("conceal_unknown", False)
         self.max_answer_bytes = options.integer("max_answer_bytes", 65536, minimum=256,
                                                 maximum=16 * 1024 * 1024)
-        # `fingerd serve` only: one process serves everybody, so no source may take it all.
+        # `fingerd serve` and `fingerd web` only: one process serves everybody, so no source
+        # may take it all (fingerd/admission.py).
         self.max_connections = options.integer("max_connections", 256, minimum=1)
         self.max_connections_per_source = options.integer("max_connections_per_source", 16,
                                                           minimum=1)
-        # `fingerd serve` only: answers not yet taken by slow readers, in all.
+        # Likewise: the memory that answers not yet taken by slow readers may hold, in all.
         self.max_unsent_bytes = options.integer("max_unsent_bytes", 64 * 1024 * 1024,
                                                 minimum=1024 * 1024)
         charset = options.string("output_charset", "ascii")

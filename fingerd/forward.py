@@ -1,7 +1,8 @@
-"""Finger forwarding (RFC 1288 §2.5.1), used only when ``[server] forwarding = true``.
+"""Finger forwarding: ``user@host1@host2`` asked of host2 as ``user@host1`` (RFC 1288 §2.4),
+only when ``[server] forwarding = true``.
 
 Off by default: a forwarding server lets anyone make it connect to any host's port 79, which
-RFC 1288 §3.2.1 itself says should be refused.
+is why RFC 1288 §3.2.1 lets a server refuse it ("Finger forwarding service denied").
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The finger protocol, RFC 1288: parse a query line, render an answer. No I/O here.
 
 Everything on the wire is decided in this module: the query grammar (§2.3), the fixed replies
-(the refusals use the RFC's own wording, §2.5.5 and §3.2.1), and the output filter that §3.3
-asks for. The handler and the long-running server both call it, so they answer the same bytes.
+(the refusals use the RFC's own wording: §3.2.1 for forwarding, §3.2.2 for the user list), and
+the output filter that §3.3 asks for. The handler and the long-running server both call it, so
+they answer the same bytes.
 
 This module is on the per-connection hot path: it imports nothing (but the built-in
 ``_socket``, when an address is checked).
@@ -15,8 +16,8 @@ from __future__ import annotations
 MAX_QUERY_BYTES = 512
 
 # Fixed replies, one line each. Tests import these rather than repeating the strings.
-FORWARDING_DENIED = "Finger forwarding service denied"  # RFC 1288 §2.5.5 ("should")
-LIST_DENIED = "Finger online user list denied"  # RFC 1288 §3.2.1
+FORWARDING_DENIED = "Finger forwarding service denied"  # RFC 1288 §3.2.1, {Q2} refusal
+LIST_DENIED = "Finger online user list denied"  # RFC 1288 §3.2.2, {C} refusal
 INVALID_QUERY = "Invalid finger query"
 QUERY_TOO_LONG = "Finger query too long"
 TIMED_OUT = "Timed out waiting for the finger query"
@@ -89,7 +90,8 @@ class Query:
 
     @property
     def is_list(self) -> bool:
-        """An empty user: the client wants the list of users on line (``{Q1}`` without ``{U}``)."""
+        """An empty user: the client wants the list of users on line (the ``{C}`` query,
+        §2.5.1)."""
         return not self.user
 
     @property
@@ -105,7 +107,7 @@ class Query:
     def next_hop(self) -> tuple[str, Query]:
         """For a ``{Q2}`` query: the host to connect to, and the query to send it.
 
-        RFC 1288 §2.5.1: ``user@host1@host2`` arriving here is passed to host2 (the right-most
+        RFC 1288 §2.4: ``user@host1@host2`` arriving here is passed to host2 (the right-most
         host) as ``user@host1``.
         """
         if not self.hosts:

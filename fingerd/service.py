@@ -265,7 +265,7 @@ class Lookup:
         data = render(answer, max_bytes=server.max_answer_bytes, ascii_only=server.ascii_only)
         self.reply = Reply(data, ANSWERED, self.query, backend)
 
-    # -- forwarding (RFC 1288 §2.5.1), only with [server] forwarding = true -----------------
+    # -- forwarding (RFC 1288 §2.4), only with [server] forwarding = true -------------------
 
     def _start_forward(self, query: Query) -> None:
         from fingerd.forward import MAX_HOPS, forward
