@@ -146,7 +146,10 @@ def _credentials_missing(config: Config) -> list[str]:
     given a credential the configuration uses: their lookups would fail where root's check,
     which read every unit's, did not."""
     used = _credentials_used(dict(config.table))
-    if not used or not _given:
+    irc_table = config.table.get("irc")
+    irc_password = irc_table.get("password_credential") if isinstance(irc_table, dict) else None
+    bot_uses = used | ({irc_password} if isinstance(irc_password, str) and irc_password else set())
+    if not bot_uses or not _given:
         return []
     from fingerd import sandbox
 
@@ -164,7 +167,8 @@ def _credentials_missing(config: Config) -> list[str]:
     problems = []
     for service in serving:
         unit = "fingerd@check.service" if service == sandbox.PER_CONNECTION else service
-        missing = sorted(used - _given.get(unit, set()))
+        needed = bot_uses if service == "fingerd-irc.service" else used
+        missing = sorted(needed - _given.get(unit, set()))
         if missing:
             problems.append(f"{service} is not given the credential(s) {', '.join(missing)} "
                             f"that the configuration uses: add LoadCredential= for them to it "

@@ -63,8 +63,8 @@ def switch_command(unit: str) -> str:
     directory = f"/etc/systemd/system/{unit}.d"
     command = (f"mkdir -p {directory} && ln -sf {NETWORK_DROPIN} {directory}/network.conf"
                " && systemctl daemon-reload")
-    if unit == SERVER:
-        command += f" && systemctl try-restart {SERVER}"  # a running server keeps its sandbox
+    if unit in (SERVER, WEB):  # a running server keeps the sandbox it started with
+        command += f" && systemctl try-restart {unit}"
     return command
 
 

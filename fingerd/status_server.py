@@ -313,7 +313,7 @@ def bind(path: str) -> socket.socket:
 def main(socket_path: str | None, state_dir: str | None, idle_exit: float | None,
          request_timeout: float) -> int:
     """Run until SIGTERM, SIGINT or idleness. Returns the exit status."""
-    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or state_dir \
+    directory = state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0] \
         or DEFAULT_STATE_DIR
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
         print(f"fingerd status-server: {directory}: not a writable directory", file=sys.stderr)

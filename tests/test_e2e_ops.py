@@ -181,6 +181,33 @@ def test_switch_to_the_long_running_server(box: container.Container) -> None:
     assert finger_text(box, "moshez") == "Happy and well\r\n"
 
 
+def test_check_names_the_irc_password_the_bot_is_not_given(box: container.Container) -> None:
+    """The IRC bot's password is a credential too (`[irc] password_credential`): with
+    fingerd-irc.service enabled but not given it, `fingerd check` warns and names the unit and
+    the credential; given it (the README's `LoadCredential=` drop-in), the warning is gone."""
+    box.write_file(f"{DROPINS}/30-irc.toml",
+                   '[irc]\nserver = "irc.example.org"\nnick = "fingerbot"\n'
+                   'password_credential = "irc-password"\n')
+    box.run(["install", "-d", "-m", "0700", "/etc/fingerd/secrets"])
+    box.write_file("/etc/fingerd/secrets/irc-password", "sesame\n", mode=0o600)
+    box.run(["systemctl", "enable", "fingerd-irc.service"])
+    try:
+        status, out = check(box)
+        assert status == 3, out
+        assert "fingerd-irc.service is not given the credential(s) irc-password" in out, out
+        box.write_file("/etc/systemd/system/fingerd-irc.service.d/password.conf",
+                       "[Service]\nLoadCredential=irc-password:/etc/fingerd/secrets/irc-password\n")
+        box.run(["systemctl", "daemon-reload"])
+        status, out = check(box)
+        assert "irc-password" not in out.split("irc:")[0], out
+        assert status == 0, out
+    finally:
+        box.run(["systemctl", "disable", "fingerd-irc.service"])
+        box.run(["rm", "-rf", f"{DROPINS}/30-irc.toml",
+                 "/etc/systemd/system/fingerd-irc.service.d"])
+        box.run(["systemctl", "daemon-reload"])
+
+
 def test_a_broken_config_never_closes_port_79(box: container.Container) -> None:
     """The file broken, then `systemctl restart fingerd-server.service`, with a client
     connecting throughout: port 79 keeps answering ("Finger service unavailable" while it is

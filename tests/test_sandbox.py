@@ -96,7 +96,7 @@ NETWORK = {"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX"}
 def systemd(per_connection: dict[str, str], server: dict[str, str], *,
             socket: str = "fingerd.socket") -> Callable[[Sequence[str]], str]:
     """A `show` for sandbox.check(): what systemctl prints for the units, with ``socket``
-    enabled and active (the web view's socket off, as shipped)."""
+    enabled and active and the others off (the web view's unit has the server's settings)."""
     def show(units: Sequence[str]) -> str:
         assert list(units) == ["fingerd.socket", "fingerd-server.socket", "fingerd-web.socket",
                                "fingerd@check.service", "fingerd-server.service",
@@ -107,7 +107,7 @@ def systemd(per_connection: dict[str, str], server: dict[str, str], *,
             show_block("fingerd.socket", **(on if socket == "fingerd.socket" else off)),
             show_block("fingerd-server.socket",
                        **(on if socket == "fingerd-server.socket" else off)),
-            show_block("fingerd-web.socket", **off),
+            show_block("fingerd-web.socket", **(on if socket == "fingerd-web.socket" else off)),
             show_block("fingerd@check.service", **per_connection),
             show_block("fingerd-server.service", **server),
             show_block("fingerd-web.service", **server)])
@@ -166,6 +166,18 @@ def test_check_names_the_server_when_it_serves(make_config: Callable[[str], Path
         "ln -sf /usr/share/fingerd/network.conf "
         "/etc/systemd/system/fingerd-server.service.d/network.conf && systemctl daemon-reload"
         " && systemctl try-restart fingerd-server.service")
+
+
+def test_check_names_the_web_view_when_it_serves(make_config: Callable[[str], Path]) -> None:
+    """With fingerd-web.socket enabled, fingerd-web.service is a unit to fix, and its command
+    restarts the running web view too: like the server, it keeps the sandbox it started with."""
+    ok, _, complaints = run_check(make_config, HTTP,
+                                  systemd(NETWORK, NO_NETWORK, socket="fingerd-web.socket"))
+    assert not ok
+    assert "fingerd-web.service allows none" in complaints[0]
+    assert complaints[0].endswith(
+        "/etc/systemd/system/fingerd-web.service.d/network.conf && systemctl daemon-reload"
+        " && systemctl try-restart fingerd-web.service")
 
 
 def test_check_passes_when_the_unit_allows_what_the_config_needs(

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from status_fixtures import (
@@ -355,6 +356,21 @@ def test_status_server_refuses_a_state_directory_it_cannot_write() -> None:
                            "--state-dir", "/nonexistent/state"], capture_output=True,
                           text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": str(__import__("conftest").REPO)})
+    assert proc.returncode == 1
+    assert proc.stderr == ("fingerd status-server: /nonexistent/state: not a writable "
+                           "directory\n")
+
+
+def test_state_dir_given_on_the_command_line_wins_over_systemds(tmp_path: Path) -> None:
+    """`--state-dir` is the admin's explicit choice: it is used even where systemd also sets
+    $STATE_DIRECTORY (here a directory that cannot be written, which is then not looked at)."""
+    proc = subprocess.run([*(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+                             if IS_ROOT else []), "/usr/bin/python3", "-m", "fingerd",
+                           "status-server", "--socket", "/tmp/fingerd-never.sock",
+                           "--state-dir", "/nonexistent/state"], capture_output=True,
+                          text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(__import__("conftest").REPO),
+                               "STATE_DIRECTORY": str(tmp_path)})
     assert proc.returncode == 1
     assert proc.stderr == ("fingerd status-server: /nonexistent/state: not a writable "
                            "directory\n")
