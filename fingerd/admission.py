@@ -7,8 +7,9 @@ One process serves everybody, so no client may take it all:
   (an IPv4 address, or an IPv6 /64: one host usually has a whole /64 to pick addresses from).
 - **In all**: at most ``[server] max_connections``. When the table is full, a newcomer from a
   source that holds no connection displaces the oldest connection that is still waiting for its
-  query line from the source that holds the most (if that source holds at least two): a few
-  addresses with many idle connections cannot keep everybody else out until their read
+  query line, or whose lookup still waits for a worker thread, from the source that holds the
+  most (if that source holds at least two): a few addresses with many idle connections, or
+  with many lookups queued behind a slow upstream, cannot keep everybody else out until their
   timeouts run out. Otherwise the newcomer is told the server is busy. (``fingerd web``
   displaces nobody: its caller says no connection is idle, and a newcomer gets 503.)
 - **Unsent answers**: answers that clients do not read stay in memory until the write timeout.

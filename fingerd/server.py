@@ -104,7 +104,11 @@ class Connection:
 
 
 def _idle(conn: Connection) -> bool:
-    return conn.state == READING
+    """Whether the admission may displace ``conn`` for a newcomer: it still waits for its query
+    line, or its lookup waits for a worker thread (queued behind its source's share: nothing is
+    lost but the wait)."""
+    return conn.state == READING or (conn.state == ASKING and conn.job is not None
+                                     and not conn.job.started)
 
 
 class Server:
@@ -185,6 +189,9 @@ class Server:
         max_connections of them, a refused client is closed at once."""
         if conn.admitted:
             conn.admitted = False  # the admission released it already
+        if conn.job is not None:  # displaced while its lookup waited for a thread
+            self.pool.abandon(conn.job)
+            conn.job = conn.call = None
         conn.session.busy(now)
         if len(self.connections) - self.admission.admitted > self.service.server.max_connections:
             conn.session.linger = False

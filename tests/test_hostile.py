@@ -380,6 +380,32 @@ def test_idle_connections_from_a_few_addresses_do_not_lock_out_a_new_one(make_co
             s.close()
 
 
+def test_lookups_queued_behind_a_slow_upstream_do_not_lock_out_a_new_address(
+        make_config, serve, upstream: Upstream) -> None:
+    """Defect 8, with busy connections instead of idle ones (found by bench/hostile.py, 2d):
+    clients from two addresses loop on a user whose http lookup drips, and fill the table (32
+    here) with connections whose lookups wait for a worker thread behind their address's
+    share. A client from a third address displaces one of those queued lookups (that client
+    is told "busy") and is answered at once."""
+    server = serve(make_config("[server]\nmax_connections = 32\n"
+                               "max_connections_per_source = 16\n" + STATIC
+                               + f'[[backend]]\ntype = "http"\nurl = "{upstream.url()}"'
+                               "\ntimeout = 4\n"))
+    stop = threading.Event()
+    pool = flood(server.port, ["127.0.0.2", "127.0.0.3"], 16, b"slowpoke\r\n", stop)
+    try:
+        time.sleep(1.5)  # 32 connections: 4 lookups of each address on threads, 24 queued
+        for _ in range(5):
+            started = time.monotonic()
+            assert query_from("127.0.0.4", server.port, b"moshez\r\n") == b"Happy and well\r\n"
+            assert time.monotonic() - started < 1.0
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        pool.shutdown(wait=True)
+    read_log_until(server.proc, b"busy")  # the displaced lookups' clients were told so
+
+
 # -- 9. a backend's own timeout is logged as its own --------------------------------------------
 
 
