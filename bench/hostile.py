@@ -25,12 +25,17 @@ serve`` (as ``nobody`` when we are root), with the same config file for both, on
    backend (a config file is at most 1 MiB), ``max_connections`` 1024 so that all fit; 256
    clients from 16 addresses ask for it and never read (a 4 KiB receive buffer); meanwhile
    127.0.0.1 asks ``moshez`` every 0.25 s. The new code bounds the answers not yet taken by
-   the kernel with ``max_unsent_bytes`` (its default, 64 MiB).
+   the kernel with ``max_unsent_bytes`` (its default, 64 MiB). One client reads the answer
+   before the attack, so that the file is parsed and cached; ``--cold`` leaves that out, and
+   the first lookups then all parse it at once, one parse per worker thread.
 
 Per scenario a table: the measured client's queries (answered, busy, failed; its wait at
 p50/p99/max over all its queries; how long until its first answer) and the server's peak RSS
 (VmHWM), peak open descriptors and threads (sampled every 0.2 s) and CPU time. The last column
 is new/old. Figures, never pass/fail. Everything on loopback, every loop bounded.
+
+About 500 lines: the scenarios, the server they run and the report read best together; the
+hostile side (upstream, clients, holders) is bench/hostile_peers.py.
 """
 
 from __future__ import annotations
