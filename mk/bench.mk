@@ -7,6 +7,9 @@
 #                                       units side by side in a booted container, about 15 min
 #   make bench-sandbox BENCH_SANDBOX_ARGS=--quick      a smoke run of that
 #   make bench-sandbox BENCH_SANDBOX_ARGS=--host-like  /proc with as few mounts as a host's
+#   make bench-hostile                  `fingerd serve` attacked (bench/hostile.py, issue 15): the
+#                                       code before the fixes and now, about 6 min, loopback
+#   make bench-hostile BENCH_HOSTILE_ARGS=--quick      a smoke run of that
 #   (FINGERD_DEB=path/to.deb: measure that package instead of building one.)
 #
 # Needs root: it installs its Debian packages, then measures in a private mount and network
@@ -27,14 +30,20 @@ BENCH_APT := gcc libc6-dev systemd util-linux iproute2 python3 python3-venv pyth
 	python3-build python3-installer python3-setuptools python3-wheel python3-uvloop finger git \
 	debootstrap systemd-container
 BENCH_SANDBOX_ARGS ?=
+BENCH_HOSTILE_ARGS ?=
 
-.PHONY: bench bench-sandbox bench-deps
+.PHONY: bench bench-sandbox bench-hostile bench-deps
 
 bench: bench-deps
 	$(BENCH_PYTHON) bench/run.py --cache $(BENCH_CACHE) $(BENCH_ARGS)
 
 bench-sandbox: bench-deps
 	$(BENCH_PYTHON) bench/sandbox.py $(BENCH_SANDBOX_ARGS)
+
+# Needs git (the old code comes from this repository's history) and python3 only; as root the
+# servers run as nobody, as under systemd.
+bench-hostile:
+	$(BENCH_PYTHON) bench/hostile.py $(BENCH_HOSTILE_ARGS)
 
 bench-deps:
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench: needs root (see mk/bench.mk)"; exit 2; fi
