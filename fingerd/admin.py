@@ -143,9 +143,11 @@ def _credentials_used(value: object) -> set[str]:
 
 def _credentials_missing(config: Config) -> list[str]:
     """Units that serve here (their socket or themselves enabled or active) but are not
-    given a credential the configuration uses: their lookups would fail where root's check,
-    which read every unit's, did not."""
+    given a credential the configuration uses: their lookups (or the bot's login) would fail
+    where root's check, which read every unit's, did not."""
     used = _credentials_used(dict(config.table))
+    # The bot's password is named, not templated. Read from the raw table: a broken [irc]
+    # table is _frontends' to report, and must not hide the other units' problems here.
     irc_table = config.table.get("irc")
     irc_password = irc_table.get("password_credential") if isinstance(irc_table, dict) else None
     bot_uses = used | ({irc_password} if isinstance(irc_password, str) and irc_password else set())

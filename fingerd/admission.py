@@ -6,12 +6,13 @@ One process serves everybody, so no client may take it all:
 - **Per source**: at most ``[server] max_connections_per_source`` connections from one source
   (an IPv4 address, or an IPv6 /64: one host usually has a whole /64 to pick addresses from).
 - **In all**: at most ``[server] max_connections``. When the table is full, a newcomer from a
-  source that holds no connection displaces the oldest connection that is still waiting for its
-  query line, or whose lookup still waits for a worker thread, from the source that holds the
-  most (if that source holds at least two): a few addresses with many idle connections, or
-  with many lookups queued behind a slow upstream, cannot keep everybody else out until their
-  timeouts run out. Otherwise the newcomer is told the server is busy. (``fingerd web``
-  displaces nobody: its caller says no connection is idle, and a newcomer gets 503.)
+  source that holds no connection displaces one of the source that holds the most (if that
+  source holds at least two): its oldest connection still waiting for its query line, or
+  else its newest lookup still waiting for a worker thread (the oldest is next to get one).
+  So a few addresses with many idle connections, or with many lookups queued behind a slow
+  upstream, cannot keep everybody else out until their timeouts run out. Otherwise the
+  newcomer is told the server is busy. (``fingerd web`` displaces nobody: its caller says no
+  connection may be displaced, and a newcomer gets 503.)
 - **Unsent answers**: answers that clients do not read stay in memory until the write timeout.
   What they hold in all is bounded by ``[server] max_unsent_bytes`` (never less than one
   ``max_answer_bytes``): an answer over 64 KiB (``fingerd.session.DRAIN_BYTES``; a smaller one
@@ -46,11 +47,12 @@ def source_key(address: str) -> str:
 
 
 class Admission:
-    """The connection table's caps (see the module docstring). ``idle(holder)`` tells whether
-    a connection is still waiting for its query, and so may be displaced."""
+    """The connection table's caps (see the module docstring). ``displaceable(holder)``: 2, the
+    connection still waits for its query line; 1, its lookup still waits for a thread; 0, it
+    may not be displaced."""
 
-    def __init__(self, limits: ServerConfig, idle: Callable[[Holder], bool]) -> None:
-        self.idle = idle
+    def __init__(self, limits: ServerConfig, displaceable: Callable[[Holder], int]) -> None:
+        self.displaceable = displaceable
         self.admitted = 0
         # Per source, its connections in order of arrival (dicts keep it).
         self.by_source: dict[str, dict[int, Holder]] = {}
@@ -83,15 +85,20 @@ class Admission:
         return True, victim
 
     def _victim(self) -> Holder | None:
-        """The oldest idle connection of the source that holds the most, if it holds two or
-        more. A scan over the sources: only when the table is full."""
+        """Of the source that holds the most, if it holds two or more: its oldest connection
+        waiting for its query, or else its newest queued lookup. A scan over the sources and
+        that source's connections: only when the table is full."""
         top = max(self.by_source.values(), key=len, default=None)
         if top is None or len(top) < 2:
             return None
+        queued = None
         for holder in top.values():
-            if self.idle(holder):
+            rank = self.displaceable(holder)
+            if rank == 2:
                 return holder
-        return None
+            if rank:
+                queued = holder
+        return queued
 
     def release(self, holder: Holder) -> None:
         held = self.by_source.get(holder.source)

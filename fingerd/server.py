@@ -103,12 +103,14 @@ class Connection:
         self.writes = 0
 
 
-def _idle(conn: Connection) -> bool:
-    """Whether the admission may displace ``conn`` for a newcomer: it still waits for its query
-    line, or its lookup waits for a worker thread (queued behind its source's share: nothing is
-    lost but the wait)."""
-    return conn.state == READING or (conn.state == ASKING and conn.job is not None
-                                     and not conn.job.started)
+def _displaceable(conn: Connection) -> int:
+    """Whether the admission may displace ``conn`` for a newcomer, and how readily (see
+    fingerd/admission.py): 2, it still waits for its query line (it has asked nothing yet);
+    1, its lookup waits for a worker thread, so no backend has been called for it (the client
+    is told busy instead of its answer, which may be slow in coming); 0, not at all."""
+    if conn.state == READING:
+        return 2
+    return 1 if conn.state == ASKING and conn.job is not None and not conn.job.started else 0
 
 
 class Server:
@@ -118,7 +120,7 @@ class Server:
     def __init__(self, config_path: str | None, service: FingerService) -> None:
         self.config_path = config_path
         self.service = service
-        self.admission = Admission(service.server, _idle)  # type: ignore[arg-type]
+        self.admission = Admission(service.server, _displaceable)  # type: ignore[arg-type]
         self.connections: dict[int, Connection] = {}  # by fd: everything open, refusals too
         self.accept_paused = False  # out of file descriptors: listeners off until the sweep
         self.epoll = select.epoll()
@@ -191,7 +193,7 @@ class Server:
             conn.admitted = False  # the admission released it already
         if conn.job is not None:  # displaced while its lookup waited for a thread
             self.pool.abandon(conn.job)
-            conn.job = conn.call = None
+            conn.job = conn.call = conn.lookup = None
         conn.session.busy(now)
         if len(self.connections) - self.admission.admitted > self.service.server.max_connections:
             conn.session.linger = False

@@ -101,9 +101,11 @@ class Session:
         self.reply = Reply(b"", DISCONNECTED)
 
     def busy(self, now: float) -> None:
-        """Refused before reading: over the server's connection caps."""
+        """Over the server's caps: refused when it came, displaced, or an answer over the
+        unsent budget."""
         self.reply = Reply(reply_line(BUSY_TEXT), BUSY)
-        self.linger = True  # the client is about to send its query: it must not reset "busy"
+        if not self.line:  # its query is still on its way: it must not reset "busy"
+            self.linger = True
         self.deadline = now + self.read_timeout
 
     # -- answering ----------------------------------------------------------------------------

@@ -73,3 +73,47 @@ def test_make_bench_sandbox_quick_prints_every_unit() -> None:
         assert name in rows, f"missing row {name!r}:\n{proc.stdout}"
         assert float(rows[name][1]) <= 1.5 or "unhardened" in name, rows[name]
         assert rows[name][-2:] == ["0", "0"], rows[name]  # errors, wrong answers
+
+
+HOSTILE_SCENARIOS = ["1a", "1b", "2a", "2b", "2c", "2d", "3"]
+HOSTILE_SERVER_ROWS = ["server peak RSS MiB", "server peak fds", "server peak threads",
+                       "server CPU s"]
+
+
+@pytest.mark.root
+def test_make_bench_hostile_quick_prints_every_attack() -> None:
+    """`make bench-hostile` with `--quick` runs every attack against both servers and prints
+    its table with every row. `--old` names this tree, so both columns are today's code (and a
+    shallow clone without the commit before the fixes runs it too): in both, the measured
+    client asked and was answered while the attack ran. No figure is asserted."""
+    require(shutil.which("make") is not None, "make not installed")
+    proc = subprocess.run(["make", "--no-print-directory", "bench-hostile",
+                           f"BENCH_HOSTILE_ARGS=--quick --old {REPO}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = {part.split(".", 1)[0]: part for part in proc.stdout.split("\n## ")[1:]}
+    assert sorted(sections) == HOSTILE_SCENARIOS, proc.stdout
+    for key, text in sections.items():
+        lines = text.splitlines()
+        assert lines[1].split() == ["old", "new", "new/old"], text
+        probes: dict[str, dict[str, list[str]]] = {}  # per measured client, its rows
+        server: dict[str, list[str]] = {}
+        for line in lines[2:]:
+            cells = line.split()
+            label, old_new = " ".join(cells[:-3]), cells[-3:-1]
+            if line.startswith("  `"):  # "  `moshez` from 127.0.0.3: queries  30  30  1x"
+                probe = probes[label.rsplit(":", 1)[0]] = {"queries": old_new}
+            elif line.startswith("    "):
+                probe[label] = old_new
+            elif line.strip():
+                server[label] = old_new
+        assert probes, text
+        for name, rows in probes.items():
+            for row in ("queries", "answered", "busy", "failed"):
+                assert row in rows, f"{key}: {name}: no row {row!r}:\n{text}"
+            assert all(int(n) > 0 for n in rows["answered"]), (key, name, rows)
+        for row in HOSTILE_SERVER_ROWS:
+            assert row in server, f"{key}: missing row {row!r}:\n{text}"
+            if row != "server CPU s":  # (a quiet 3 s may round to 0.00)
+                assert all(float(n) > 0 for n in server[row]), (key, row, server[row])

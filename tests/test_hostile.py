@@ -15,10 +15,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import FINGERD, STATIC, ask, env, recv_all
 
+from fingerd.admission import Admission
 from fingerd.protocol import BUSY, UNAVAILABLE
 
 # -- a hostile HTTP server: it drips, or answers at once, by user ------------------------------
@@ -403,7 +405,35 @@ def test_lookups_queued_behind_a_slow_upstream_do_not_lock_out_a_new_address(
     finally:
         stop.set()
         pool.shutdown(wait=True)
-    read_log_until(server.proc, b"busy")  # the displaced lookups' clients were told so
+    # The displaced lookups' clients were told so (a refusal at the door logs no query).
+    read_log_until(server.proc, b'query="slowpoke" backend=- outcome=busy')
+
+
+def test_a_newcomer_displaces_a_silent_connection_before_a_queued_question() -> None:
+    """Whom the full table gives up for a newcomer: of the source holding the most, its
+    oldest connection still waiting for its query (it asked nothing), else its newest queued
+    lookup (the oldest is next to get a thread); never a lookup already running."""
+    limits = SimpleNamespace(max_connections=4, max_connections_per_source=4,
+                             max_unsent_bytes=1 << 20, max_answer_bytes=65536)
+    rank = {"running": 0, "queued": 1, "silent": 2}
+    admission = Admission(limits, lambda holder: rank[holder.kind])  # type: ignore[arg-type]
+
+    def holder(source: str, kind: str) -> SimpleNamespace:
+        return SimpleNamespace(source=source, kind=kind)
+
+    flooder = [holder("10.0.0.1", kind) for kind in ("queued", "silent", "queued", "silent")]
+    for h in flooder:
+        assert admission.admit(h) == (True, None)
+    assert admission.admit(holder("10.0.0.2", "silent")) == (True, flooder[1])
+    assert admission.admit(holder("10.0.0.3", "silent")) == (True, flooder[3])
+    assert admission.admit(holder("10.0.0.4", "silent")) == (True, flooder[2])
+    # 10.0.0.1 holds one connection now, as much as anyone: nobody is displaced.
+    assert admission.admit(holder("10.0.0.5", "silent")) == (False, None)
+
+    running = Admission(limits, lambda holder: rank[holder.kind])  # type: ignore[arg-type]
+    for kind in ("running", "running", "running", "running"):
+        running.admit(holder("10.0.0.1", kind))
+    assert running.admit(holder("10.0.0.2", "silent")) == (False, None)
 
 
 # -- 9. a backend's own timeout is logged as its own --------------------------------------------

@@ -57,9 +57,9 @@ class WebServer:
     def __init__(self, config_path: str | None, service: FingerService,
                  settings: WebSettings) -> None:
         self.config_path, self.service, self.settings = config_path, service, settings
-        # No connection is displaced to make room (the callback says none is idle): a full
+        # No connection is displaced to make room (the callback says none may be): a full
         # table answers newcomers 503, and read_timeout frees it.
-        self.admission = Admission(service.server, lambda connection: False)
+        self.admission = Admission(service.server, lambda connection: 0)
         self.connections: dict[asyncio.Task[None], Connection] = {}
         self.proxied = itertools.count()
         self.stopping = False
