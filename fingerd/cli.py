@@ -112,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "the per-connection handler does.")
     serve.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
     serve.add_argument("--listen", metavar="HOST:PORT", action="append", default=[],
-                       help="address to listen on, repeatable; IPv6 as [::1]:79 "
-                            "(default when systemd passes no sockets: 127.0.0.1:1079)")
+                       help="address to listen on, repeatable; IPv6 as [::1]:79, every address as "
+                            ":79 (default when systemd passes no sockets: 127.0.0.1:1079)")
     serve.add_argument("--user", metavar="USER",
                        help="when started as root: the user to switch to after binding")
 
@@ -123,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
                                      "server.")
     web.add_argument("--config", metavar="PATH", help=config_help, default=argparse.SUPPRESS)
     web.add_argument("--listen", metavar="HOST:PORT", action="append", default=[],
-                     help="address to listen on, repeatable; IPv6 as [::1]:8079 "
-                          "(default when systemd passes no sockets: 127.0.0.1:8079)")
+                     help="address to listen on, repeatable; IPv6 as [::1]:8079, every address "
+                          "as :8079 (default when systemd passes no sockets: 127.0.0.1:8079)")
     web.add_argument("--user", metavar="USER",
                      help="when started as root: the user to switch to after binding")
 

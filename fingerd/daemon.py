@@ -26,20 +26,36 @@ class UsageError(Exception):
 
 
 def parse_listen(spec: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6ADDR]:PORT`` -> (host, port)."""
+    """``HOST:PORT``, ``[V6ADDR]:PORT`` or ``:PORT`` -> (host, port); host ``""``: every
+    address."""
     host, sep, port = spec.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"--listen {spec!r}: expected HOST:PORT, e.g. 127.0.0.1:1079 or [::1]:79")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return host or "0.0.0.0", int(port)  # noqa: S104 (":79" means every address, as asked)
+    return host, int(port)
+
+
+def _every_address() -> tuple[socket.socket, str]:
+    """``:PORT``: every address, IPv6 and IPv4, on one socket (as fingerd.socket's
+    ``ListenStream=79``), whatever net.ipv6.bindv6only says; IPv4 alone where the kernel has
+    no IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM), "0.0.0.0"  # noqa: S104
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return sock, "::"
 
 
 def bind(spec: str) -> socket.socket:
     """A listening TCP socket for ``--listen spec``."""
     host, port = parse_listen(spec)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    if host:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_STREAM)
+    else:
+        sock, host = _every_address()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

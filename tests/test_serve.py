@@ -93,6 +93,14 @@ def test_serve_listens_on_ipv6(make_config, serve) -> None:
     assert ask(server.port, b"moshez\r\n", host="::1") == b"Happy and well\r\n"
 
 
+def test_serve_listens_on_every_address_ipv6_and_ipv4(make_config, serve) -> None:
+    """--listen :PORT is every address, as fingerd.socket's ListenStream=79: one socket
+    answers over IPv4 and IPv6 alike (asked over loopback only)."""
+    server = serve(make_config(STATIC), host="")
+    assert ask(server.port, b"moshez\r\n", host="127.0.0.1") == b"Happy and well\r\n"
+    assert ask(server.port, b"moshez\r\n", host="::1") == b"Happy and well\r\n"
+
+
 def test_serve_applies_the_handler_limits_per_connection(make_config, serve) -> None:
     """Line cap and read timeout hold in the long-running server too, without stalling others."""
     server = serve(make_config("[server]\nread_timeout = 5\n" + STATIC))
