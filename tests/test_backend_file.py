@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,27 @@ def test_recently_modified_file_is_not_trusted_from_cache(
     age(status, 5)
     for _ in range(3):
         assert backend.lookup(Query("alice")) == "here"
+    assert capsys.readouterr().err.count("no ':'") == 1
+
+
+def test_lookups_that_find_the_file_unparsed_at_once_parse_it_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In the long-running front ends, worker threads that all find the status file changed
+    wait for one parse and share it, rather than each reading and holding a copy (the memory
+    of bench/hostile.py 3 --cold). Each parse logs the bad line once."""
+    status = tmp_path / "status"
+    status.write_text("no colon\n" + "".join(f"user{n}: {'x' * 200}\n" for n in range(20000)))
+    age(status)
+    backend = make_backend({"type": "file", "path": str(status)})
+    start = threading.Barrier(8)
+
+    def ask() -> str | None:
+        start.wait(timeout=10)
+        return backend.lookup(Query("user7"))
+
+    with ThreadPoolExecutor(8) as threads:
+        answers = list(threads.map(lambda _: ask(), range(8)))
+    assert answers == ["x" * 200] * 8
     assert capsys.readouterr().err.count("no ':'") == 1
 
 
