@@ -227,10 +227,14 @@ def held_table(tree: Path, work: Path, label: str, args: argparse.Namespace,
                holders: list[str], each: int, mode: str) -> Row:
     server = Served(tree, STATIC, work, label)
     seconds = args.seconds + 1.5
-    proc = subprocess.Popen(
-        [PYTHON, str(BENCH / "hostile_peers.py"), "hold", "--port", str(server.port),
-         "--sources", ",".join(holders), "--each", str(each), "--mode", mode,
-         "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.Popen(
+            [PYTHON, str(BENCH / "hostile_peers.py"), "hold", "--port", str(server.port),
+             "--sources", ",".join(holders), "--each", str(each), "--mode", mode,
+             "--seconds", str(seconds)], stdout=subprocess.PIPE, text=True)
+    except BaseException:
+        server.stop()
+        raise
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
@@ -279,15 +283,15 @@ def never_read(tree: Path, work: Path, label: str, args: argparse.Namespace) -> 
     config = ("[server]\nmax_answer_bytes = 16777216\nmax_connections = 1024\n" + STATIC
               + f'[[backend]]\ntype = "file"\npath = "{status}"\nmax_bytes = 8388608\n')
     server = Served(tree, config, work, label, env=args.malloc_env)
-    # One reader first, so that the file is parsed and cached before the attack, and what is
-    # measured is the unsent answers alone (--cold: the attack meets the file unparsed).
-    if not args.cold:
-        peers.ask_from("127.0.0.1", server.port, b"big\r\n", b"", 60.0)
-    rss_before = proc_status(server.proc.pid, "VmRSS") / 1024
-    probe = peers.Prober(server.port, "127.0.0.1", b"moshez\r\n", peers.ANSWER, args.seconds,
-                         0.25)
     stalled: list[socket.socket] = []
     try:
+        # One reader first, so that the file is parsed and cached before the attack, and
+        # what is measured is the unsent answers alone (--cold: the attack meets it unparsed).
+        if not args.cold:
+            peers.ask_from("127.0.0.1", server.port, b"big\r\n", b"", 60.0)
+        rss_before = proc_status(server.proc.pid, "VmRSS") / 1024
+        probe = peers.Prober(server.port, "127.0.0.1", b"moshez\r\n", peers.ANSWER,
+                             args.seconds, 0.25)
         probe.start()
         started = time.monotonic()
         stalled = peers.stalled_clients(server.port, sources("127.0.5", 16), args.stalled // 16,

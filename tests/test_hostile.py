@@ -409,6 +409,51 @@ def test_lookups_queued_behind_a_slow_upstream_do_not_lock_out_a_new_address(
     read_log_until(server.proc, b'query="slowpoke" backend=- outcome=busy')
 
 
+def test_serve_displaces_a_silent_connection_before_a_queued_lookup(
+        make_config, serve, upstream: Upstream) -> None:
+    """The full table of fingerd serve gives up, of the address holding the most, the
+    connection that has asked nothing yet (told busy at once), not one whose lookup waits for
+    a thread, even an earlier one: 5 lookups of 127.0.0.2 on a dripping upstream (4 on
+    threads, 1 queued), then a silent connection of 127.0.0.2; 127.0.0.3 comes."""
+    server = serve(make_config("[server]\nmax_connections = 6\n" + STATIC
+                               + f'[[backend]]\ntype = "http"\nurl = "{upstream.url()}"'
+                               "\ntimeout = 4\n"))
+    askers = [connect_from("127.0.0.2", server.port) for _ in range(5)]
+    try:
+        for asker in askers:
+            asker.sendall(b"slowpoke\r\n")
+        time.sleep(0.5)  # the lookups are on their threads, or queued
+        with connect_from("127.0.0.2", server.port, timeout=3) as silent:
+            time.sleep(0.3)
+            assert query_from("127.0.0.3", server.port, b"moshez\r\n") == b"Happy and well\r\n"
+            assert recv_all(silent) == BUSY.encode() + b"\r\n"
+    finally:
+        for asker in askers:
+            asker.close()
+    log = read_log_until(server.proc, b'query="" backend=- outcome=busy')
+    assert b'query="slowpoke" backend=- outcome=busy' not in log
+
+
+def test_a_session_told_busy_after_its_query_lingers_only_for_what_it_sent() -> None:
+    """Told busy before its query came, a client is about to send it: the server lingers so
+    that the query cannot reset the answer. Told busy after (displaced while its lookup
+    waited, or an answer over the unsent budget), it has nothing more to send."""
+    from fingerd.session import Session
+
+    waiting = Session(0.0, 10.0)
+    waiting.busy(0.0)
+    assert waiting.linger
+    asked = Session(0.0, 10.0)
+    assert asked.receive(b"alice\r\n")
+    asked.busy(0.0)
+    assert asked.reply is not None and asked.reply.data == BUSY.encode() + b"\r\n"
+    assert not asked.linger
+    eager = Session(0.0, 10.0)
+    assert eager.receive(b"alice\r\nmore")  # sent more after its line: that still lingers
+    eager.busy(0.0)
+    assert eager.linger
+
+
 def test_a_newcomer_displaces_a_silent_connection_before_a_queued_question() -> None:
     """Whom the full table gives up for a newcomer: of the source holding the most, its
     oldest connection still waiting for its query (it asked nothing), else its newest queued
