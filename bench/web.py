@@ -41,7 +41,7 @@ VARIANTS = {
     "python3 -I -c pass": "pass",
     "import h11": "import h11",
     "per-connection web handler imports": PREFIX + (
-        "import h11, fingerd.web.routes, fingerd.web.webfinger, fingerd.chain, fingerd.runner"),
+        "import h11, fingerd.web.routes, fingerd.web.webfinger, fingerd.backends, fingerd.handler"),
     "long-running fingerd web imports": PREFIX + "import fingerd.web.server",
 }
 CONFIG = """\

@@ -198,7 +198,7 @@ def check(config_path: str | None, *, probe: bool = True, dump: bool = False,
     def work() -> int:
         try:
             config = load(config_path)
-            from fingerd.chain import build_chain
+            from fingerd.backends import build_chain
 
             chain = build_chain(config)
             frontends = _frontends(config, front_end)
@@ -214,7 +214,7 @@ def check(config_path: str | None, *, probe: bool = True, dump: bool = False,
 
 def _report(config: Config, chain: list[tuple[str, Backend]], frontends: list[str], *,
             probe: bool, quiet: bool, as_nobody: bool) -> int:
-    from fingerd.runner import with_alarm
+    from fingerd.handler import with_alarm
 
     files = config.files
     if not files:
@@ -322,8 +322,8 @@ def _dump(config: Config) -> str:
 def query(config_path: str | None, words: list[str], remote: str = "") -> int:
     """``fingerd query``: exactly the bytes a client would get, as the service's user."""
     def work() -> int:
-        from fingerd.chain import service_from
-        from fingerd.runner import alarm_runner
+        from fingerd.backends import service_from
+        from fingerd.handler import alarm_runner
 
         try:
             service = service_from(load(config_path))

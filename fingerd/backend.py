@@ -53,8 +53,6 @@ declare an entry point in the group ``fingerd.backends`` naming their class (see
 test themselves with the contract suite in fingerd/testing.py.
 """
 
-from __future__ import annotations
-
 import abc
 
 TYPE_CHECKING = False
@@ -79,7 +77,7 @@ class Backend(abc.ABC):
     needs_network: bool = False
 
     @abc.abstractmethod
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         """Read this backend's settings from ``options`` (its ``[[backend]]`` table).
 
         Raise ``options.error(key, reason)`` for a bad value. Keys left unread are reported as
@@ -87,10 +85,10 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def lookup(self, query: Query) -> str | None:
+    def lookup(self, query: "Query") -> str | None:
         """The answer for ``query.user`` (``query.verbose`` asks for the long form), or None."""
 
-    def list_users(self, query: Query) -> str | None:
+    def list_users(self, query: "Query") -> str | None:
         """The answer to an empty query: who is on line. None: this backend keeps no list."""
         return None
 

@@ -11,8 +11,6 @@ path that imports neither argparse nor any subcommand. Everything else is for pe
     fingerd web --listen HOST:PORT     the web view and WebFinger over HTTP (fingerd/web/)
 """
 
-from __future__ import annotations
-
 import sys
 
 TYPE_CHECKING = False
@@ -22,7 +20,7 @@ if TYPE_CHECKING:
 
 
 
-def _handler_config(argv: Sequence[str]) -> tuple[bool, str | None]:
+def _handler_config(argv: "Sequence[str]") -> tuple[bool, str | None]:
     """Is this a handler invocation, and with which --config? Cheap: no argparse."""
     if not argv:
         return True, None
@@ -33,7 +31,7 @@ def _handler_config(argv: Sequence[str]) -> tuple[bool, str | None]:
     return False, None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: "Sequence[str] | None" = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     is_handler, config_path = _handler_config(args)
     if is_handler:
@@ -65,7 +63,7 @@ def run() -> None:
     posix._exit(status)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> "argparse.ArgumentParser":
     import argparse
 
     from fingerd import __version__
@@ -142,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _commands(argv: Sequence[str]) -> int:
+def _commands(argv: "Sequence[str]") -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

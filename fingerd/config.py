@@ -12,8 +12,6 @@ Secrets do not belong in a file every local user can read: a value that takes th
 (``LoadCredential=`` in the unit; fingerd/credentials.py).
 """
 
-from __future__ import annotations
-
 import os
 
 DEFAULT_PATH = "/etc/fingerd/fingerd.toml"
@@ -49,8 +47,8 @@ class Options:
     and whatever is left unread when it is done is reported as an unknown key.
     """
 
-    def __init__(self, table: Mapping[str, object], path: str, prefix: str,
-                 sources: Sources | None = None) -> None:
+    def __init__(self, table: "Mapping[str, object]", path: str, prefix: str,
+                 sources: "Sources | None" = None) -> None:
         self._table = table
         self._unread = set(table)
         self._asked: set[str] = set()
@@ -60,7 +58,7 @@ class Options:
         # path in it is relative to that file's directory.
         self.path = sources.file_of(prefix) if sources is not None and prefix else path
 
-    def error(self, key: str, reason: str) -> ConfigError:
+    def error(self, key: str, reason: str) -> "ConfigError":
         """A :class:`ConfigError` pointing at ``key`` of this table."""
         full = f"{self.prefix}.{key}" if self.prefix else key
         if self.sources is not None:
@@ -79,7 +77,7 @@ class Options:
         """Whether the table has no key at all (a front end's table absent from the file)."""
         return not self._table
 
-    def table(self, key: str) -> Options:
+    def table(self, key: str) -> "Options":
         """A sub-table, as Options of its own (``[web.links]``...); empty when absent."""
         value = self._get(key, (dict,), {})
         assert isinstance(value, dict)
@@ -171,7 +169,7 @@ class Options:
 class ServerConfig:
     """``[server]``: how the finger service behaves, whatever the backends are."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         self.list_users = options.boolean("list_users", False)
         self.forwarding = options.boolean("forwarding", False)
         self.read_timeout = options.number("read_timeout", 10.0)
@@ -200,7 +198,7 @@ class ServerConfig:
 class BackendSpec:
     """One ``[[backend]]`` table: its type and the options the backend will read itself."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         self.type = options.string("type")
         self.name = options.string("name", self.type)  # how logs refer to it
         self.options = options
@@ -216,8 +214,8 @@ class Config:
     """The whole file: ``[server]``, the ordered ``[[backend]]`` chain, and the front ends'
     tables (``frontends["web"]`` and so on: an :class:`Options`, empty when not in the file)."""
 
-    def __init__(self, path: str, table: Mapping[str, object],
-                 sources: Sources | None = None) -> None:
+    def __init__(self, path: str, table: "Mapping[str, object]",
+                 sources: "Sources | None" = None) -> None:
         self.path = path
         self.table = table  # the merged table, as read (`fingerd check --dump`)
         self.sources = sources
@@ -236,7 +234,7 @@ class Config:
         top.finish()
 
 
-def load(path: str | None = None, cache_dir: str | None = None) -> Config:
+def load(path: str | None = None, cache_dir: str | None = None) -> "Config":
     """Read and check the config: the main file and its drop-ins (fingerd/configfiles.py).
 
     A missing /etc/fingerd/fingerd.toml gives the built-in defaults, which answer nobody; a

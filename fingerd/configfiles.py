@@ -14,8 +14,6 @@ when systemd gives the service a cache directory the parsed files are kept there
 form, keyed by each file's identity and modification time and by the drop-in directory's.
 """
 
-from __future__ import annotations
-
 import os
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -66,7 +64,7 @@ def dropin_dir(path: str) -> str:
 
 
 def read(path: str, explicit: bool, cache_dir: str | None,
-         error: Callable[[str, str, int], Exception]) -> tuple[Table, Sources]:
+         error: "Callable[[str, str, int], Exception]") -> "tuple[Table, Sources]":
     """The merged table of ``path`` and its drop-ins, and where each key came from.
 
     A missing main file is an empty table (the built-in defaults) unless it was named
@@ -111,7 +109,7 @@ def read(path: str, explicit: bool, cache_dir: str | None,
     return merged, sources
 
 
-def _stat(path: str, error: Callable[[str, str, int], Exception]) -> tuple[object, ...] | None:
+def _stat(path: str, error: "Callable[[str, str, int], Exception]") -> tuple[object, ...] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -121,7 +119,7 @@ def _stat(path: str, error: Callable[[str, str, int], Exception]) -> tuple[objec
     return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _dropins(directory: str, error: Callable[[str, str, int], Exception]
+def _dropins(directory: str, error: "Callable[[str, str, int], Exception]"
              ) -> tuple[list[str], tuple[object, ...]] | None:
     """The drop-in file names in lexical order, and the directory's stamp (files added or
     removed change its times); None if there is no such directory."""
@@ -139,7 +137,7 @@ def _dropins(directory: str, error: Callable[[str, str, int], Exception]
     return names, (directory, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _merge(into: Table, table: Table, file: str, sources: Sources, prefix: str) -> None:
+def _merge(into: "Table", table: "Table", file: str, sources: "Sources", prefix: str) -> None:
     for key, value in table.items():
         full = prefix + key
         if not prefix and key == "backend" and isinstance(value, list):
@@ -159,7 +157,7 @@ def _merge(into: Table, table: Table, file: str, sources: Sources, prefix: str) 
             sources.keys[full] = file
 
 
-def _parse(path: str, error: Callable[[str, str, int], Exception]) -> Table:
+def _parse(path: str, error: "Callable[[str, str, int], Exception]") -> "Table":
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
@@ -212,7 +210,7 @@ def find_line(path: str, full_key: str) -> int:
     return 0
 
 
-def _cache_get(cache: str, stamps: list[tuple[object, ...]]) -> list[Table] | None:
+def _cache_get(cache: str, stamps: list[tuple[object, ...]]) -> "list[Table] | None":
     import marshal
 
     try:
@@ -226,7 +224,7 @@ def _cache_get(cache: str, stamps: list[tuple[object, ...]]) -> list[Table] | No
     return tables
 
 
-def _cache_put(cache: str, stamps: list[tuple[object, ...]], tables: list[Table]) -> None:
+def _cache_put(cache: str, stamps: list[tuple[object, ...]], tables: "list[Table]") -> None:
     import marshal
 
     tmp = f"{cache}.{os.getpid()}"

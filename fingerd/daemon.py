@@ -1,11 +1,14 @@
-"""Process plumbing for the long-running front ends: listening sockets, readiness, identity.
+"""Process plumbing for the long-running front ends: listening sockets, readiness, identity,
+reloading.
 
 ``fingerd serve`` (and the other long-running front ends) take their listening sockets from
 systemd (``LISTEN_FDS``, sd_listen_fds(3)) or bind them from ``--listen``, tell systemd when they
 are ready (sd_notify(3), ``Type=notify``), and, when started as root by hand, switch to an
 unprivileged user after binding (as the Twisted tutorial's ``Application(uid=, gid=)`` does).
 python-systemd's ``systemd.daemon`` is used when it is installed (the Debian package depends on
-it); otherwise the same protocols are spoken here.
+it); otherwise the same protocols are spoken here. On SIGHUP they read the configuration again
+and swap in its service (:func:`reloaded`), or, while it is broken, answer "unavailable"
+(:func:`unavailable_service`) and try again every ``RETRY_SECONDS``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,16 @@ import os
 import socket
 
 from fingerd import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    from fingerd.config import Config
+    from fingerd.service import FingerService
+
+    T = TypeVar("T")
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3)
 # With a broken configuration a long-running front end answers "unavailable" and tries the
@@ -151,3 +164,40 @@ def socket_name(sock: socket.socket) -> str:
     """``host:port`` of a listening socket, for log lines."""
     host, port = sock.getsockname()[:2]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def reloaded(config_path: str | None, current: FingerService, read: Callable[[Config], T], *,
+             retry: bool = False, answer: str = "Finger service unavailable"
+             ) -> tuple[FingerService, T | None] | None:
+    """SIGHUP (or, with ``retry``, the periodic attempt while broken) in a long-running front
+    end: the service of the configuration as it is now and what ``read`` makes of the rest of
+    it (the front end's own table); None: keep everything as it is.
+
+    Any error (a ConfigError, or whatever a parser or a plugin raises) is logged at err and
+    the running configuration kept; while ``current`` is itself broken, a new error becomes
+    its reason (``(unavailable service, None)``), and a retry that meets the same error again
+    logs nothing.
+    """
+    from fingerd.backends import service_from
+    from fingerd.config import load
+
+    try:
+        config = load(config_path)
+        return service_from(config), read(config)
+    except Exception as e:
+        if retry and str(e) == current.broken:
+            return None
+        if current.broken:
+            log.error(f"configuration error, answering {answer!r} until it is fixed: {e}")
+            return unavailable_service(current.path, e), None
+        log.error(f"reload failed, keeping the running configuration: {e}")
+        return None
+
+
+def unavailable_service(path: str, error: Exception) -> FingerService:
+    """A service that answers every query "Finger service unavailable", because of ``error``
+    (the long-running front ends run it until the configuration is fixed)."""
+    from fingerd.config import Options, ServerConfig
+    from fingerd.service import FingerService
+
+    return FingerService(ServerConfig(Options({}, path, "server")), (), path, str(error))

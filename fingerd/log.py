@@ -14,8 +14,6 @@ python-systemd's ``systemd._journal`` costs each connection about 1 ms of CPU an
 (it maps libsystemd), the datagram code about 0.1 ms.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -30,10 +28,10 @@ ERR, WARNING, INFO = 3, 4, 6
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # The datagram socket to the journal once found; False when records go to stderr instead.
-_journal: _socket.socket | bool | None = None
+_journal: "_socket.socket | bool | None" = None
 
 
-def _journal_socket() -> _socket.socket | bool:
+def _journal_socket() -> "_socket.socket | bool":
     global _journal
     if _journal is None:
         _journal = False
@@ -79,7 +77,7 @@ def _field(key: str, value: object) -> bytes:
 
 
 # When a deque, journal records wait in it for flush() instead of going out one by one.
-_batch: deque[bytes] | None = None
+_batch: "deque[bytes] | None" = None
 
 
 def batch() -> None:

@@ -9,8 +9,6 @@ This module is on the per-connection hot path: it imports nothing (but the built
 ``_socket``, when an address is checked).
 """
 
-from __future__ import annotations
-
 # A query line longer than this is refused without reading further. RFC 1288 sets no limit; a
 # user name plus a few forwarding hosts fits in far less.
 MAX_QUERY_BYTES = 512
@@ -84,7 +82,7 @@ class Query:
         return (f"Query(user={self.user!r}, verbose={self.verbose!r}, hosts={self.hosts!r}"
                 f"{remote})")
 
-    def asked_by(self, remote: str) -> Query:
+    def asked_by(self, remote: str) -> "Query":
         """This query, as asked by the client at ``remote``."""
         return Query(self.user, self.verbose, self.hosts, remote)
 
@@ -104,7 +102,7 @@ class Query:
         target = "@".join((self.user, *self.hosts))
         return f"/W {target}" if self.verbose else target
 
-    def next_hop(self) -> tuple[str, Query]:
+    def next_hop(self) -> "tuple[str, Query]":
         """For a ``{Q2}`` query: the host to connect to, and the query to send it.
 
         RFC 1288 §2.4: ``user@host1@host2`` arriving here is passed to host2 (the right-most
@@ -145,7 +143,7 @@ def _valid_host(host: str) -> bool:
                                                    for c in host)
 
 
-def parse_query(line: bytes, remote: str = "") -> Query:
+def parse_query(line: bytes, remote: str = "") -> "Query":
     """Parse one query line (with or without its CRLF or LF) per RFC 1288 §2.3.
 
     ::

@@ -46,7 +46,7 @@ from functools import partial
 
 from fingerd import log
 from fingerd.admission import Admission, source_key
-from fingerd.chain import reloaded, service_from, unavailable_service
+from fingerd.backends import service_from
 from fingerd.config import ConfigError, load
 from fingerd.daemon import (
     RETRY_SECONDS,
@@ -54,7 +54,9 @@ from fingerd.daemon import (
     drop_privileges,
     listening_sockets,
     notify,
+    reloaded,
     socket_name,
+    unavailable_service,
 )
 from fingerd.pool import Pool
 from fingerd.protocol import client_address

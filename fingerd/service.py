@@ -9,14 +9,12 @@ answer the same text for the same query.
 The service does no I/O and schedules nothing itself. :meth:`FingerService.lookup` returns a
 :class:`Lookup`, which walks the chain one :class:`Call` at a time; *how* each call runs (in
 this process under an alarm, inline on an event loop, on a worker thread) is the caller's
-choice, made by a runner (fingerd/runner.py, fingerd/pool.py). :meth:`FingerService.respond`
+choice, made by a runner (fingerd/handler.py, fingerd/pool.py). :meth:`FingerService.respond`
 is the whole walk for a caller that may block.
 
 Nothing a client sends and nothing a backend does makes the service raise: a bug in it is
 logged and answered ``Finger service unavailable``.
 """
-
-from __future__ import annotations
 
 from fingerd import log
 from fingerd.protocol import (
@@ -62,7 +60,7 @@ class Reply:
 
     __slots__ = ("backend", "data", "outcome", "public_outcome", "query")
 
-    def __init__(self, data: bytes, outcome: str, query: Query | None = None,
+    def __init__(self, data: bytes, outcome: str, query: "Query | None" = None,
                  backend: str = "", public_outcome: str | None = None) -> None:
         self.data = data
         self.outcome = outcome
@@ -74,7 +72,7 @@ class Reply:
         return f"Reply({self.data!r}, {self.outcome!r}, backend={self.backend!r})"
 
 
-def unavailable() -> Reply:
+def unavailable() -> "Reply":
     """The reply when the service cannot answer at all (a broken config, a bug)."""
     return Reply(reply_line(UNAVAILABLE), ERROR)
 
@@ -88,7 +86,7 @@ class Call:
 
     __slots__ = ("blocking", "function", "name", "query", "timeout")
 
-    def __init__(self, name: str, function: Callable[[Query], str | None], query: Query,
+    def __init__(self, name: str, function: "Callable[[Query], str | None]", query: "Query",
                  blocking: bool, timeout: float) -> None:
         self.name, self.function, self.query = name, function, query
         self.blocking, self.timeout = blocking, timeout
@@ -104,7 +102,7 @@ class FingerService:
     it from the config). The service builds nothing and runs nothing by itself.
     """
 
-    def __init__(self, server: ServerConfig, chain: Sequence[tuple[str, Backend]],
+    def __init__(self, server: "ServerConfig", chain: "Sequence[tuple[str, Backend]]",
                  path: str = "", broken: str = "") -> None:
         self.server = server
         self.chain = tuple(chain)
@@ -113,11 +111,11 @@ class FingerService:
         # "Finger service unavailable" (a long-running front end waits for a good one).
         self.broken = broken
 
-    def lookup(self, line: bytes, remote: str = "") -> Lookup:
+    def lookup(self, line: bytes, remote: str = "") -> "Lookup":
         """Start answering one raw query line from the client at ``remote``."""
         return Lookup(self, line, remote)
 
-    def respond(self, line: bytes, runner: Runner | None = None, remote: str = "") -> Reply:
+    def respond(self, line: bytes, runner: "Runner | None" = None, remote: str = "") -> "Reply":
         """The whole reply to ``line``, running every call with ``runner`` (which may block;
         None: each call runs right here, without a time limit)."""
         lookup = Lookup(self, line, remote)
@@ -141,7 +139,7 @@ class Lookup:
 
     __slots__ = ("_failures", "_forward_call", "_host", "_next", "query", "reply", "service")
 
-    def __init__(self, service: FingerService, line: bytes, remote: str) -> None:
+    def __init__(self, service: "FingerService", line: bytes, remote: str) -> None:
         self.service = service
         self.reply: Reply | None = None
         self.query: Query | None = None
@@ -172,7 +170,7 @@ class Lookup:
         elif not self.service.chain:
             self._unknown(query)
 
-    def next_call(self) -> Call | None:
+    def next_call(self) -> "Call | None":
         """The next call to run, or None when the reply is decided."""
         if self.reply is not None:
             return None
@@ -184,7 +182,7 @@ class Lookup:
         method = backend.list_users if query.is_list else backend.lookup
         return Call(name, method, query, backend.blocking, self.service.server.backend_timeout)
 
-    def answered(self, call: Call, answer: object) -> None:
+    def answered(self, call: "Call", answer: object) -> None:
         """``call`` returned ``answer``."""
         if self.reply is not None:
             return
@@ -201,7 +199,7 @@ class Lookup:
         except Exception as e:
             self._bug(e)
 
-    def failed(self, call: Call, error: BaseException) -> None:
+    def failed(self, call: "Call", error: BaseException) -> None:
         """``call`` raised ``error``, or took too long (a TimeoutError from the runner)."""
         if self.reply is not None:
             return
@@ -217,7 +215,7 @@ class Lookup:
                     FINGER_BACKEND=call.name)
         self._ask_next()
 
-    def run_inline(self, call: Call) -> None:
+    def run_inline(self, call: "Call") -> None:
         """Run ``call`` here and now, without a time limit (for non-blocking calls)."""
         try:
             answer = call.run()
@@ -226,7 +224,7 @@ class Lookup:
         else:
             self.answered(call, answer)
 
-    def reply_or_error(self) -> Reply:
+    def reply_or_error(self) -> "Reply":
         """The decided reply (after the last call)."""
         if self.reply is None:  # only if a caller stopped early: never silently nothing
             self._bug(RuntimeError("lookup ended without a reply"))
@@ -246,7 +244,7 @@ class Lookup:
         else:
             self._unknown(query)
 
-    def _unknown(self, query: Query) -> None:
+    def _unknown(self, query: "Query") -> None:
         server = self.service.server
         if query.is_list:
             self.reply = Reply(reply_line(server.no_information), NO_SUCH_USER, query)
@@ -267,7 +265,7 @@ class Lookup:
 
     # -- forwarding (RFC 1288 §2.4), only with [server] forwarding = true -------------------
 
-    def _start_forward(self, query: Query) -> None:
+    def _start_forward(self, query: "Query") -> None:
         from fingerd.forward import MAX_HOPS, forward
 
         if len(query.hosts) > MAX_HOPS:
@@ -279,7 +277,7 @@ class Lookup:
         server = self.service.server
         self._host = host
 
-        def ask(q: Query) -> str:
+        def ask(q: "Query") -> str:
             return forward(host, q.text(), timeout=server.backend_timeout,
                            max_bytes=server.max_answer_bytes)
 

@@ -23,8 +23,6 @@ its event loop, and both therefore frame, refuse, drain and log alike, by constr
   fingerd/service.py.
 """
 
-from __future__ import annotations
-
 from fingerd import log
 from fingerd.protocol import BUSY as BUSY_TEXT
 from fingerd.protocol import MAX_QUERY_BYTES, QUERY_TOO_LONG, TIMED_OUT, reply_line
@@ -110,7 +108,7 @@ class Session:
 
     # -- answering ----------------------------------------------------------------------------
 
-    def answer(self, reply: Reply, now: float) -> None:
+    def answer(self, reply: "Reply", now: float) -> None:
         """The service's reply to ``line``; the client has ``read_timeout`` to take it."""
         self.reply = reply
         self.deadline = now + self.read_timeout

@@ -44,10 +44,10 @@ import pytest
 import fingerd
 from fingerd import tomlout
 from fingerd.backend import Backend
-from fingerd.chain import build_chain, service_from
+from fingerd.backends import build_chain, service_from
 from fingerd.config import Config, ConfigError
+from fingerd.handler import with_alarm
 from fingerd.protocol import Query, parse_query
-from fingerd.runner import with_alarm
 from fingerd.service import ANSWERED, NO_SUCH_USER
 
 # User names a client can send (parse_query accepts them all) that no backend may take for a

@@ -24,7 +24,7 @@ from backend_fixtures import (
     write_config,
 )
 
-from fingerd.chain import service_from
+from fingerd.backends import service_from
 from fingerd.config import Config
 from fingerd.protocol import Query
 from fingerd.service import FingerService

@@ -34,8 +34,8 @@ from backend_fixtures import (
     write_config,
 )
 
+from fingerd.backends import service_from
 from fingerd.backends.http import quote
-from fingerd.chain import service_from
 from fingerd.config import Config
 from fingerd.protocol import Query
 from fingerd.testing import BackendContract, World

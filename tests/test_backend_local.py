@@ -44,8 +44,8 @@ from login_records import (
     write_wtmp,
 )
 
+from fingerd.backends import service_from
 from fingerd.backends.local import login_defs_range, valid_name
-from fingerd.chain import service_from
 from fingerd.config import Config
 from fingerd.protocol import LIST_DENIED, Query
 from fingerd.testing import BackendContract, World

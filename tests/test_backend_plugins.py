@@ -187,7 +187,7 @@ def test_builtin_types_never_scan_entry_points() -> None:
     connection): plugins cost only the configs that use them."""
     code = ("import sys\n"
             "from fingerd.config import Config\n"
-            "from fingerd.chain import service_from\n"
+            "from fingerd.backends import service_from\n"
             "service_from(Config('t', {'backend': [{'type': t} for t in\n"
             "    ('static', 'local')] + [{'type': 'file', 'path': '/etc/hostname'},\n"
             "    {'type': 'http', 'url': 'http://127.0.0.1/{user}'}]}))\n"

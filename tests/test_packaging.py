@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, require
 
 import fingerd
-from fingerd.chain import build_chain
+from fingerd.backends import build_chain
 from fingerd.config import Config, load
 
 SHIPPED_CONFIG = REPO / "debian" / "fingerd.toml"

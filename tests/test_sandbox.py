@@ -21,7 +21,7 @@ from conftest import FINGERD, IS_ROOT, REPO, STATIC, env, require
 
 from fingerd import sandbox
 from fingerd.backend import Backend
-from fingerd.chain import build_chain
+from fingerd.backends import build_chain
 from fingerd.config import Config, Options, load
 from fingerd.protocol import Query
 

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fingerd import backends
-from fingerd.chain import service_from
+from fingerd.backends import service_from
 from fingerd.config import Config, ConfigError, load
+from fingerd.handler import alarm_runner, with_alarm
 from fingerd.protocol import FORWARDING_DENIED, UNAVAILABLE
-from fingerd.runner import alarm_runner, with_alarm
 from fingerd.service import ANSWERED, DENIED, ERROR, NO_SUCH_USER, FingerService, Reply
 
 ECHO = '[[backend]]\ntype = "echo"\n'

@@ -13,8 +13,6 @@ The tutorial's in-memory user database, with its "pseudo users" (keywords such a
 An empty string is a user who exists with nothing to say.
 """
 
-from __future__ import annotations
-
 from fingerd.backend import Backend
 
 TYPE_CHECKING = False
@@ -26,13 +24,13 @@ if TYPE_CHECKING:
 class StaticBackend(Backend):
     blocking = False  # a dictionary look-up
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         self.users = options.strings("users", {})
         # Optional answer to an empty query (`finger @host`) when [server] list_users is on.
         self.listing = options.string("list", "")
 
-    def lookup(self, query: Query) -> str | None:
+    def lookup(self, query: "Query") -> str | None:
         return self.users.get(query.user)
 
-    def list_users(self, query: Query) -> str | None:
+    def list_users(self, query: "Query") -> str | None:
         return self.listing or None

@@ -14,7 +14,7 @@ import sys
 
 from fingerd import log
 from fingerd.aio import AsyncPool
-from fingerd.chain import service_from
+from fingerd.backends import service_from
 from fingerd.config import load
 from fingerd.daemon import UsageError, drop_privileges, notify
 from fingerd.irc.bot import FingerBot

@@ -25,7 +25,7 @@ import time
 from fingerd import log
 from fingerd.admission import Admission, source_key
 from fingerd.aio import AsyncPool
-from fingerd.chain import reloaded, service_from, unavailable_service
+from fingerd.backends import service_from
 from fingerd.config import ConfigError, Options, load
 from fingerd.daemon import (
     RETRY_SECONDS,
@@ -33,7 +33,9 @@ from fingerd.daemon import (
     drop_privileges,
     listening_sockets,
     notify,
+    reloaded,
     socket_name,
+    unavailable_service,
 )
 from fingerd.protocol import BUSY as BUSY_TEXT
 from fingerd.protocol import client_address
