@@ -98,8 +98,9 @@ class Call:
 class FingerService:
     """The configured finger service: the ``[server]`` policy and the backend chain.
 
-    ``chain`` is a sequence of (name, backend) pairs, asked in order (fingerd/chain.py builds
-    it from the config). The service builds nothing and runs nothing by itself.
+    ``chain`` is a sequence of (name, backend) pairs, asked in order (``build_chain`` in
+    fingerd/backends/__init__.py makes it from the config). The service builds nothing and
+    runs nothing by itself.
     """
 
     def __init__(self, server: "ServerConfig", chain: "Sequence[tuple[str, Backend]]",
