@@ -6,8 +6,6 @@ the CA a server's chain needs, 0.2 ms); ``ssl.create_default_context()`` parses 
 bundle (27 ms).
 """
 
-from __future__ import annotations
-
 import ssl
 import time
 
@@ -18,7 +16,7 @@ if TYPE_CHECKING:
     import _socket
 
 
-def client_context(verify: bool, ca_file: str) -> ssl.SSLContext:
+def client_context(verify: bool, ca_file: str) -> "ssl.SSLContext":
     """A client context: TLS 1.2 or later, certificate chain and host name checked unless
     ``verify`` is false, against ``ca_file`` or the system's CAs."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and name
@@ -38,8 +36,8 @@ def client_context(verify: bool, ca_file: str) -> ssl.SSLContext:
     return context
 
 
-def wrap(context: ssl.SSLContext, sock: _socket.socket, url: URL,
-         deadline: float) -> ssl.SSLSocket:
+def wrap(context: "ssl.SSLContext", sock: "_socket.socket", url: "URL",
+         deadline: float) -> "ssl.SSLSocket":
     """TLS over a connected socket, by ``deadline``; the handshake (certificate and name
     check) happens here. The socket is closed if it fails.
 
@@ -70,7 +68,7 @@ def wrap(context: ssl.SSLContext, sock: _socket.socket, url: URL,
         raise
 
 
-def _load_system_cas(context: ssl.SSLContext) -> None:
+def _load_system_cas(context: "ssl.SSLContext") -> None:
     """Trust the system's CAs, as cheaply as possible.
 
     ``SSL_CERT_FILE``/``SSL_CERT_DIR`` win, as in OpenSSL. Otherwise the hashed directory

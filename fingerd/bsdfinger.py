@@ -15,8 +15,6 @@ login).
 Tested against captured output of the real program (tests/data/bsdfinger/).
 """
 
-from __future__ import annotations
-
 import time
 
 # What can be shown, in the order finger prints it.
@@ -81,13 +79,13 @@ class Person:
         self.plan: str | None = None
 
 
-def add_last_login(person: Person, last: Session | None) -> None:
+def add_last_login(person: "Person", last: "Session | None") -> None:
     """The last login (``last`` None: never logged in), shown as bsd-finger's enter_lastlog()
     decides (see :func:`_entries`)."""
     person.last_login = last if last is not None else Session("", "", 0, live=False)
 
 
-def _entries(person: Person) -> list[Session]:
+def _entries(person: "Person") -> "list[Session]":
     """The session lines of ``person``: the live sessions, then the last login unless it is
     one of them (bsd-finger's enter_lastlog()). Without the on-since field the live sessions
     are not shown and the last login always is, as if nobody were logged in."""
@@ -142,7 +140,7 @@ def _when(t: int, fmt: str) -> str:
 
 # -- finger -s ------------------------------------------------------------------------------------
 
-def short_form(people: list[Person], now: float) -> str:
+def short_form(people: "list[Person]", now: float) -> str:
     """``finger -s``: bsd-finger's sflag_print(), for a terminal of 80 columns."""
     space = 80 - 50
     logins = [p.name if "login" in p.shown else "" for p in people]
@@ -204,7 +202,7 @@ def short_idle(idle: int) -> str:
 
 # -- finger -l ------------------------------------------------------------------------------------
 
-def long_form(people: list[Person], now: float) -> str:
+def long_form(people: "list[Person]", now: float) -> str:
     """``finger -l``: bsd-finger's lflag_print(), people separated by an empty line."""
     out: list[str] = []
     for number, person in enumerate(people):
@@ -272,7 +270,7 @@ def _pair(first: str, gap: str, second: str) -> str:
     return f"{first.rstrip()}{second}\n" if first or second else ""
 
 
-def _lprint(person: Person, now: float, out: list[str]) -> None:
+def _lprint(person: "Person", now: float, out: list[str]) -> None:
     """bsd-finger's lprint(): everything of the long form but the dot files."""
     shown = person.shown
     out.append(_pair(f"Login: {_ljust(person.name, 15)}" if "login" in shown else "", "\t\t\t",

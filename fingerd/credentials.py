@@ -10,8 +10,6 @@ read the credentials where the units' ``LoadCredential=`` say, and keep them in 
 (:func:`remember`) before they take the service's identity.
 """
 
-from __future__ import annotations
-
 import os
 
 MAX_BYTES = 64 * 1024

@@ -18,8 +18,6 @@ every field it names, from everybody; a file that cannot be used at all (unreada
 regular file, a symlink, someone else's, too large) leaves only the login shown.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 
@@ -43,7 +41,7 @@ class Hidden:
         return self.everywhere if local else self.everywhere | self.remote
 
 
-def parse(text: str, fields: tuple[str, ...]) -> Hidden:
+def parse(text: str, fields: tuple[str, ...]) -> "Hidden":
     """The ``hide`` and ``hide-remote`` lines of ``text``, with ``fields`` the known names."""
     known = frozenset(fields)
     hidden: dict[str, set[str]] = {"hide": set(), "hide-remote": set()}
@@ -74,7 +72,7 @@ def parse(text: str, fields: tuple[str, ...]) -> Hidden:
     return Hidden(frozenset(hidden["hide"]), frozenset(hidden["hide-remote"]), tuple(problems))
 
 
-def read(home: str, uid: int, fields: tuple[str, ...]) -> Hidden:
+def read(home: str, uid: int, fields: tuple[str, ...]) -> "Hidden":
     """What ``~/.fingerrc`` in ``home`` hides, for the account ``uid``; nothing if there is
     no such file."""
     if not home.startswith("/"):

@@ -5,8 +5,6 @@ Off by default: a forwarding server lets anyone make it connect to any host's po
 is why RFC 1288 §3.2.1 lets a server refuse it ("Finger forwarding service denied").
 """
 
-from __future__ import annotations
-
 import socket
 import time
 

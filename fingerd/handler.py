@@ -16,9 +16,10 @@ Every connection pays for every module it imports, each one a cost of its own ho
 (README.md, "Performance"), so: the alarm runner is here rather than in a module of its own;
 this module uses only built-in modules (``select``, ``_signal``, ``_socket`` are compiled into
 Debian's interpreter; ``signal`` would import ``enum``); fingerd/config.py skips the TOML
-parser when it has a cached copy; and no module on this path says ``from __future__ import
-annotations``, which imports the ``__future__`` module (annotations naming types imported
-for type checking only are strings instead). tests/test_handler.py holds the path's list.
+parser when it has a cached copy; and no module on this path, nor any that a built-in
+backend imports, says ``from __future__ import annotations``, which imports the
+``__future__`` module (annotations naming types imported for type checking only are strings
+instead). tests/test_handler.py holds the path's list.
 """
 
 import os

@@ -37,8 +37,6 @@ together, and each further module on the http:// path would cost every connectio
 (an empty module, ``-X importtime``, median of 21 runs).
 """
 
-from __future__ import annotations
-
 import _socket
 import _thread
 import time
@@ -84,7 +82,7 @@ class URL:
         self.scheme, self.host, self.port, self.target = scheme, host, port, target
 
     @classmethod
-    def parse(cls, url: str) -> URL:
+    def parse(cls, url: str) -> "URL":
         """Split ``scheme://host[:port]/path?query`` (raises ValueError with the reason)."""
         scheme, sep, rest = url.partition("://")
         scheme = scheme.lower()
@@ -125,7 +123,7 @@ class URL:
         text = str(self)
         return text.split("?", 1)[0] + ("?..." if "?" in text else "")
 
-    def join(self, location: str) -> URL:
+    def join(self, location: str) -> "URL":
         """Resolve a redirect's Location against this URL (RFC 3986 §5.2, simplified)."""
         location = location.strip()
         colon = location.find(":")
@@ -178,7 +176,7 @@ class Response:
 
     __slots__ = ("body", "headers", "reason", "status", "url")
 
-    def __init__(self, url: URL, status: int, reason: str, headers: dict[str, str],
+    def __init__(self, url: "URL", status: int, reason: str, headers: dict[str, str],
                  body: bytes) -> None:
         self.url, self.status, self.reason, self.headers, self.body = (
             url, status, reason, headers, body)
@@ -194,7 +192,7 @@ class TLS:
         self.verify, self.ca_file = verify, ca_file
         self._context: ssl.SSLContext | None = None
 
-    def context(self) -> ssl.SSLContext:
+    def context(self) -> "ssl.SSLContext":
         if self._context is None:
             from fingerd._tls import client_context
 
@@ -205,10 +203,10 @@ class TLS:
 _DEFAULT_TLS = TLS()
 
 
-def get(url: URL | str, deadline: float, headers: Mapping[str, str] | None = None,
-        max_bytes: int = 65536, *, accept: str = "*/*", tls: TLS | None = None,
-        redirect_hosts: Collection[str] = (),
-        socket_type: Callable[[int, int, int], _socket.socket] = _socket.socket) -> Response:
+def get(url: "URL | str", deadline: float, headers: "Mapping[str, str] | None" = None,
+        max_bytes: int = 65536, *, accept: str = "*/*", tls: "TLS | None" = None,
+        redirect_hosts: "Collection[str]" = (),
+        socket_type: "Callable[[int, int, int], _socket.socket]" = _socket.socket) -> "Response":
     """``GET url``, following redirects, all by ``deadline`` (see the module's docstring).
 
     ``socket_type`` makes the sockets (a subclass of ``_socket.socket``, e.g. one that counts
@@ -244,8 +242,8 @@ def get(url: URL | str, deadline: float, headers: Mapping[str, str] | None = Non
     raise AssertionError("unreachable")
 
 
-def _may_follow(origin: tuple[str, str, int], target: URL,
-                redirect_hosts: Collection[str]) -> bool:
+def _may_follow(origin: tuple[str, str, int], target: "URL",
+                redirect_hosts: "Collection[str]") -> bool:
     """A redirect stays where the configured URL points: its host and port, or the https port
     of the same host; or it goes where the admin allowed (``host``, ``host:port``)."""
     _scheme, host, port = origin
@@ -256,7 +254,7 @@ def _may_follow(origin: tuple[str, str, int], target: URL,
         or f"{target.host}:{target.port}" in redirect_hosts
 
 
-def _redirect(url: URL, status: int, fields: dict[str, str], redirects: int) -> URL:
+def _redirect(url: "URL", status: int, fields: dict[str, str], redirects: int) -> "URL":
     location = fields.get("location")
     if location is None:
         raise HttpError(f"{url.for_log()}: HTTP {status} without Location")
@@ -271,7 +269,7 @@ def _redirect(url: URL, status: int, fields: dict[str, str], redirects: int) -> 
     return target
 
 
-def _request(url: URL, accept: str, extra: dict[str, str]) -> bytes:
+def _request(url: "URL", accept: str, extra: dict[str, str]) -> bytes:
     fields = {"Host": url.host_header(), "User-Agent": f"fingerd/{__version__}",
               "Accept": accept, "Accept-Encoding": "identity", "Connection": "close"}
     replaced = {name.lower() for name in extra}
@@ -286,14 +284,14 @@ class _Connection:
     """One socket, read through a buffer; every wait bounded by the deadline, every read by
     ``limit`` (bytes this connection may receive in all) and then by ``too_big``."""
 
-    def __init__(self, sock: _socket.socket | ssl.SSLSocket, url: URL, deadline: float) -> None:
+    def __init__(self, sock: "_socket.socket | ssl.SSLSocket", url: "URL", deadline: float) -> None:
         self.sock, self.url, self.deadline = sock, url, deadline
         self.buffer = bytearray()
         self.eof = False
         self.received, self.limit = 0, HEAD_BYTES
         self.too_big = f"response head larger than {HEAD_BYTES} bytes"
 
-    def fail(self, reason: str) -> HttpError:
+    def fail(self, reason: str) -> "HttpError":
         return HttpError(f"{self.url.for_log()}: {reason}")
 
     def close(self) -> None:
@@ -356,14 +354,14 @@ class _Connection:
         return bytes(self.buffer)
 
 
-def _left(deadline: float, url: URL) -> float:
+def _left(deadline: float, url: "URL") -> float:
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError(f"{url.for_log()}: deadline passed")
     return left
 
 
-def _read_head(conn: _Connection) -> tuple[int, str, dict[str, str]]:
+def _read_head(conn: "_Connection") -> tuple[int, str, dict[str, str]]:
     """Status and headers of the final response, after up to _MAX_INTERIM 1xx ones."""
     for _ in range(_MAX_INTERIM + 1):
         line = conn.readline()
@@ -380,7 +378,7 @@ def _read_head(conn: _Connection) -> tuple[int, str, dict[str, str]]:
     raise conn.fail("too many interim responses")
 
 
-def _read_fields(conn: _Connection) -> dict[str, str]:
+def _read_fields(conn: "_Connection") -> dict[str, str]:
     """Header (or trailer) fields up to the blank line; names in lower case."""
     fields: dict[str, str] = {}
     name = ""
@@ -403,7 +401,7 @@ def _read_fields(conn: _Connection) -> dict[str, str]:
     raise conn.fail(f"more than {_MAX_FIELDS} header lines")
 
 
-def _read_body(conn: _Connection, status: int, fields: dict[str, str], limit: int) -> bytes:
+def _read_body(conn: "_Connection", status: int, fields: dict[str, str], limit: int) -> bytes:
     if not 200 <= status < 300 or status in (204, 205):
         return b""  # nothing here uses an error page: not reading it saves time
     coding = fields.get("content-encoding", "").strip().lower()
@@ -432,7 +430,7 @@ def _read_body(conn: _Connection, status: int, fields: dict[str, str], limit: in
     return body
 
 
-def _read_chunked(conn: _Connection, limit: int, too_big: str) -> bytes:
+def _read_chunked(conn: "_Connection", limit: int, too_big: str) -> bytes:
     body = bytearray()
     while True:
         line = conn.readline()
@@ -453,8 +451,8 @@ def _read_chunked(conn: _Connection, limit: int, too_big: str) -> bytes:
             raise conn.fail("no line end after a chunk")
 
 
-def _connect(url: URL, deadline: float, tls: TLS,
-             socket_type: Callable[[int, int, int], _socket.socket]) -> _Connection:
+def _connect(url: "URL", deadline: float, tls: "TLS",
+             socket_type: "Callable[[int, int, int], _socket.socket]") -> "_Connection":
     context = tls.context() if url.scheme == "https" else None
     errors = []
     for family, kind, proto, address in _resolve(url, deadline):
@@ -489,7 +487,7 @@ _resolving = 0
 _resolving_lock = _thread.allocate_lock()
 
 
-def _resolve(url: URL, deadline: float) -> list[Address]:
+def _resolve(url: "URL", deadline: float) -> "list[Address]":
     """getaddrinfo(), within the deadline: the C resolver has no timeout of its own.
 
     The host goes as ASCII bytes: a ``str`` would be encoded with the ``idna`` codec, which
@@ -498,7 +496,7 @@ def _resolve(url: URL, deadline: float) -> list[Address]:
     """
     host = url.host.encode("ascii")
 
-    def lookup() -> list[Address]:
+    def lookup() -> "list[Address]":
         found = _socket.getaddrinfo(host, url.port, 0, _socket.SOCK_STREAM)
         return [(family, kind, proto, address) for family, kind, proto, _, address in found]
 

@@ -9,8 +9,6 @@ is loaded; a match is two integer shifts. The loopback test alone is fingerd/pro
 ``is_loopback``: this module is imported only when ``local_networks`` are configured.
 """
 
-from __future__ import annotations
-
 import _socket
 
 from fingerd.protocol import is_loopback, pack_address
@@ -64,7 +62,7 @@ class Network:
         return f"Network({self.text!r})"
 
 
-def is_local(address: str, networks: tuple[Network, ...] = ()) -> bool:
+def is_local(address: str, networks: "tuple[Network, ...]" = ()) -> bool:
     """True if ``address`` is loopback (127.0.0.0/8, ::1, ::ffff:127.x.y.z) or in one of
     ``networks``. An empty or unparsable address (an asker nobody can vouch for) is not."""
     if is_loopback(address):
@@ -73,7 +71,7 @@ def is_local(address: str, networks: tuple[Network, ...] = ()) -> bool:
     return packed is not None and any(packed in network for network in networks)
 
 
-def from_options(options: Options, key: str) -> tuple[Network, ...]:
+def from_options(options: "Options", key: str) -> "tuple[Network, ...]":
     """A config list of networks, ``"192.0.2.0/24"`` or ``"2001:db8::/64"``; a bad one is an
     error naming the file, the line and the key."""
     parsed = []

@@ -16,8 +16,6 @@ command, by
   and importing the http backend 0.8 ms). The shipped configuration imports nothing from here.
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False
@@ -43,7 +41,7 @@ _SO_NETNS_COOKIE = 71
 _EAFNOSUPPORT = 97
 
 
-def network_needs(config: Config, chain: Sequence[tuple[str, Backend]]) -> list[str]:
+def network_needs(config: "Config", chain: "Sequence[tuple[str, Backend]]") -> list[str]:
     """What in the configuration opens network connections, one phrase each (empty: nothing).
 
     A backend says so with ``needs_network = True`` (fingerd.backend); ``chain`` is the built
@@ -106,7 +104,7 @@ def offline_reasons(fd: int = 0) -> list[str]:
     return reasons
 
 
-def report_if_offline(config: Config, chain: Sequence[tuple[str, Backend]],
+def report_if_offline(config: "Config", chain: "Sequence[tuple[str, Backend]]",
                       fd: int = 0, unit: str = PER_CONNECTION) -> bool:
     """Log one error record when the configuration needs the network and this process has
     none, naming what needs it, what stops it and the command that allows it. Returns whether
@@ -172,7 +170,7 @@ class NotRunning(CannotAsk):
     """systemd is not the service manager here: no unit limits the network."""
 
 
-def _systemctl_show(units: Sequence[str]) -> str:
+def _systemctl_show(units: "Sequence[str]") -> str:
     """``systemctl show`` of ``units`` with the properties :func:`check` reads."""
     import subprocess
 
@@ -191,7 +189,7 @@ def _systemctl_show(units: Sequence[str]) -> str:
         raise CannotAsk("systemctl did not answer within 30 s") from None
 
 
-def serving_unit_offline(show: Callable[[Sequence[str]], str] = _systemctl_show) -> str:
+def serving_unit_offline(show: "Callable[[Sequence[str]], str]" = _systemctl_show) -> str:
     """The unit that serves finger here if it has no network (its name), else "" (also when
     systemd cannot be asked): for ``fingerd query``, which then answers without it too."""
     try:
@@ -205,9 +203,9 @@ def serving_unit_offline(show: Callable[[Sequence[str]], str] = _systemctl_show)
     return ""
 
 
-def check(config: Config, chain: Sequence[tuple[str, Backend]],
-          say: Callable[[str], None], complain: Callable[[str], None],
-          show: Callable[[Sequence[str]], str] = _systemctl_show) -> bool:
+def check(config: "Config", chain: "Sequence[tuple[str, Backend]]",
+          say: "Callable[[str], None]", complain: "Callable[[str], None]",
+          show: "Callable[[Sequence[str]], str]" = _systemctl_show) -> bool:
     """``fingerd check``'s network lines: ``say`` what is fine, ``complain`` about a mismatch.
     Returns False when the configuration needs the network that the serving unit does not
     allow (or systemd still has to reload the units to tell)."""

@@ -24,8 +24,6 @@ bytes handed to them and never touch a socket, so the server's bounds (size, tim
 tests' garbage and truncation are all about one object.
 """
 
-from __future__ import annotations
-
 DEFAULT_SOCKET = "/run/fingerd/status.sock"  # fingerd-status.socket's ListenStream=
 
 # Limits. A status is meant for a line or two on `finger user@host`.
@@ -160,7 +158,7 @@ class RequestParser:
         self._head: tuple[str, int, int] | None = None  # (user, seconds, length) of a SET
         self.request: Request | None = None
 
-    def feed(self, data: bytes) -> Request | None:
+    def feed(self, data: bytes) -> "Request | None":
         if self.request is not None:
             if data:
                 raise ProtocolError(BAD_REQUEST, "more than one request")
@@ -197,7 +195,7 @@ class RequestParser:
         self.request = Request(SET, user, seconds, check_text(text))
         return self.request
 
-    def _line(self, line: bytes) -> Request | None:
+    def _line(self, line: bytes) -> "Request | None":
         """A GET or CLEAR request, or None after a SET line (its text follows)."""
         try:
             words = line.decode("utf-8").split(" ")
@@ -255,7 +253,7 @@ def format_error(code: str, message: str) -> bytes:
     return f"ERR {code} {message}\n".encode()
 
 
-def parse_reply(data: bytes) -> Reply:
+def parse_reply(data: bytes) -> "Reply":
     """A whole reply, read to the end of input; raises ProtocolError(BAD_REPLY) for garbage,
     truncation or trailing bytes."""
     end = data.find(b"\n")

@@ -17,8 +17,6 @@ On the per-connection path: ``_struct`` is built into the interpreter (``struct`
 module over it, is not needed).
 """
 
-from __future__ import annotations
-
 import os
 
 TYPE_CHECKING = False
@@ -67,7 +65,7 @@ def text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def parse_utmp(data: bytes) -> list[Login]:
+def parse_utmp(data: bytes) -> "list[Login]":
     """Every login in utmp(5) bytes: USER_PROCESS records with a user name, in file order.
     A partial record at the end is ignored."""
     logins = []
@@ -79,7 +77,7 @@ def parse_utmp(data: bytes) -> list[Login]:
     return logins
 
 
-def last_login_in(data: bytes, user: str) -> Login | None:
+def last_login_in(data: bytes, user: str) -> "Login | None":
     """The latest USER_PROCESS record of ``user`` in a run of whole wtmp(5) records (the one
     nearest the end), or None."""
     wanted = user.encode()
@@ -91,7 +89,7 @@ def last_login_in(data: bytes, user: str) -> Login | None:
     return None
 
 
-def parse_lastlog(record: bytes) -> Login | None:
+def parse_lastlog(record: bytes) -> "Login | None":
     """One struct lastlog; None for a short record or one never written (time 0)."""
     if len(record) != LASTLOG_SIZE:
         return None
@@ -99,7 +97,7 @@ def parse_lastlog(record: bytes) -> Login | None:
     return Login("", text(line), text(host), when) if when else None
 
 
-def read_utmp(path: str) -> list[Login]:
+def read_utmp(path: str) -> "list[Login]":
     """The logins in the utmp file at ``path`` (its first MAX_UTMP_BYTES). A missing file is
     nobody logged in (no login since boot, or a host that keeps no utmp); other errors raise
     OSError."""
@@ -111,7 +109,7 @@ def read_utmp(path: str) -> list[Login]:
     return parse_utmp(data)
 
 
-def read_lastlog(path: str, uid: int) -> Login | None:
+def read_lastlog(path: str, uid: int) -> "Login | None":
     """The lastlog(8) record of ``uid`` (at offset uid * 292); None if there is none: never
     logged in, no lastlog, or it cannot be read."""
     try:
@@ -123,7 +121,7 @@ def read_lastlog(path: str, uid: int) -> Login | None:
     return parse_lastlog(record)
 
 
-def read_wtmp_last(path: str, user: str) -> Login | None:
+def read_wtmp_last(path: str, user: str) -> "Login | None":
     """The latest login of ``user`` in wtmp(5), searched backwards, a chunk at a time, over
     its last MAX_WTMP_SCAN bytes; None if not found or the file cannot be read."""
     try:

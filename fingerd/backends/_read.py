@@ -1,7 +1,5 @@
 """Bounded reads for the backends that read files people control (``file``, ``local``)."""
 
-from __future__ import annotations
-
 import os
 
 

@@ -32,8 +32,6 @@ Only ``os``, ``stat`` and ``_thread`` (loaded at interpreter start) are imported
 ``pwd`` and ``time`` only where they are needed.
 """
 
-from __future__ import annotations
-
 import _thread  # built in, loaded at interpreter start (``threading`` is not: 1-2 ms)
 import os
 import stat
@@ -76,7 +74,7 @@ def _safe_file_name(name: str) -> bool:
             and "\\" not in name)
 
 
-def _stamp(st: os.stat_result) -> tuple[int, ...]:
+def _stamp(st: "os.stat_result") -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -122,7 +120,7 @@ class FileBackend(Backend):
 
     blocking = True  # file I/O: local disks are fast, network file systems need not be
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         path = options.string("path")
         if not path:
             raise options.error("path", "must not be empty")
@@ -145,7 +143,7 @@ class FileBackend(Backend):
         # (32 cold parses of an 8 MiB file at once: bench/hostile.py 3 --cold).
         self._parsing = _thread.allocate_lock()
 
-    def lookup(self, query: Query) -> str | None:
+    def lookup(self, query: "Query") -> str | None:
         if self.directory:
             return self._from_directory(query.user)
         return self._status_file().get(query.user)

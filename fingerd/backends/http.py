@@ -27,8 +27,6 @@ that can go wrong on the wire (one deadline for the whole lookup, redirects incl
 - ``json`` is imported only for a JSON body; ``ssl`` only for an https URL.
 """
 
-from __future__ import annotations
-
 import time
 
 from fingerd import httpclient
@@ -56,7 +54,7 @@ class HttpBackend(Backend):
     blocking = True  # network I/O
     needs_network = True
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         self.template = options.string("url")
         if _PLACEHOLDER not in self.template:
             raise options.error("url", f"must contain {_PLACEHOLDER} (where the user name "
@@ -99,7 +97,7 @@ class HttpBackend(Backend):
         # by default nowhere else, so that an upstream cannot send fingerd to an internal one.
         self.redirect_hosts = frozenset(options.string_list("redirect_hosts", []))
 
-    def lookup(self, query: Query) -> str | None:
+    def lookup(self, query: "Query") -> str | None:
         user = query.user
         if user in (".", ".."):  # dot segments: servers resolve them before routing
             return None
@@ -118,7 +116,7 @@ class HttpBackend(Backend):
                             f"{response.reason}".rstrip())
         return self._answer(response)
 
-    def _answer(self, response: httpclient.Response) -> str:
+    def _answer(self, response: "httpclient.Response") -> str:
         url, body = response.url.for_log(), response.body
         ctype = response.headers.get("content-type", "")
         media, *params = (part.strip() for part in ctype.split(";"))

@@ -42,8 +42,6 @@ Per-connection cost: ``pwd`` and ``_struct`` are built in; nothing else is impor
 fingerd's own modules, and fingerrc.py, networks.py and _read.py only when they are needed.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 import time
@@ -111,7 +109,7 @@ def login_defs_range(path: str = LOGIN_DEFS) -> tuple[int, int]:
     return values["UID_MIN"], values["UID_MAX"]
 
 
-def tty_state(session: Session, dev_dir: str, now: int) -> None:
+def tty_state(session: "Session", dev_dir: str, now: int) -> None:
     """Idle time and ``mesg`` state from the terminal device, as bsd-finger finds them."""
     line = session.line
     if line.startswith(":"):  # an X display (XDM's ":0"): no device
@@ -153,7 +151,7 @@ class LocalBackend(Backend):
 
     blocking = True  # reads utmp, lastlog, home directories
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         defs_min, defs_max = login_defs_range()  # one small file; read even if overridden
         self.uid_min = options.integer("uid_min", defs_min)
         self.uid_max = options.integer("uid_max", defs_max)
@@ -182,7 +180,7 @@ class LocalBackend(Backend):
 
     # -- the contract -----------------------------------------------------------------------
 
-    def lookup(self, query: Query) -> str | None:
+    def lookup(self, query: "Query") -> str | None:
         account = self._account(query.user)
         if account is None:
             return None
@@ -197,7 +195,7 @@ class LocalBackend(Backend):
             return long_form([person], now)
         return short_form([person], now)
 
-    def list_users(self, query: Query) -> str | None:
+    def list_users(self, query: "Query") -> str | None:
         now = int(time.time())
         local = self._is_local(query.remote)
         people: dict[str, tuple[Person, int] | None] = {}
@@ -239,7 +237,7 @@ class LocalBackend(Backend):
 
     # -- who is shown, and what of them -----------------------------------------------------
 
-    def _account(self, name: str) -> tuple[pwd.struct_passwd, bool] | None:
+    def _account(self, name: str) -> "tuple[pwd.struct_passwd, bool] | None":
         """The passwd entry for ``name`` if this backend may show it, and whether its home is
         private (cannot be searched); None if it may not be shown."""
         if not valid_name(name):
@@ -272,7 +270,7 @@ class LocalBackend(Backend):
 
         return is_local(remote, self.local_networks)
 
-    def _person(self, pw: pwd.struct_passwd, private: bool, local: bool) -> Person:
+    def _person(self, pw: "pwd.struct_passwd", private: bool, local: bool) -> "Person":
         """The account, with the fields shown to this asker: the admin's for local or remote
         askers, less what the user's ~/.fingerrc hides."""
         person = Person(pw.pw_name, pw.pw_gecos, pw.pw_dir, pw.pw_shell)
@@ -290,20 +288,20 @@ class LocalBackend(Backend):
 
     # -- what finger would find (only what is shown) ----------------------------------------
 
-    def _logins(self) -> list[Login]:
+    def _logins(self) -> "list[Login]":
         try:
             return read_utmp(self.utmp)
         except OSError as e:
             log.warning(f"{self.utmp}: {e.strerror}; logged-in users are not shown")
             return []
 
-    def _add_session(self, person: Person, login: Login, now: int) -> None:
+    def _add_session(self, person: "Person", login: "Login", now: int) -> None:
         session = Session(login.line, login.host, login.time)
         if "on-since" in person.shown:
             tty_state(session, self.dev_dir, now)
         person.sessions.append(session)
 
-    def _add_last_login(self, person: Person, uid: int) -> None:
+    def _add_last_login(self, person: "Person", uid: int) -> None:
         """The last login from lastlog, else from wtmp (lastlog is gone from newer Debian)."""
         if "last-login" not in person.shown:
             return
@@ -313,7 +311,7 @@ class LocalBackend(Backend):
         add_last_login(person, None if last is None else
                        Session(last.line, last.host, last.time, live=False))
 
-    def _add_long_data(self, person: Person) -> None:
+    def _add_long_data(self, person: "Person") -> None:
         """What only the long form shows: the mail status and the dot files."""
         shown = person.shown
         if "mail" in shown:
@@ -333,7 +331,7 @@ class LocalBackend(Backend):
             person.plan = show_file(f"{person.dir}/.plan", limit)
 
 
-def field_set(options: Options, key: str, default: tuple[str, ...]) -> frozenset[str]:
+def field_set(options: "Options", key: str, default: tuple[str, ...]) -> frozenset[str]:
     """A list of field names (fingerd/bsdfinger.py's FIELDS); an unknown one is an error
     naming the file, the line and the field most like it."""
     names = options.string_list(key, list(default))

@@ -22,8 +22,6 @@ interpreter's built-in ``_socket`` (as fingerd/backends/http.py does: ``socket``
 ("Users set their own status").
 """
 
-from __future__ import annotations
-
 import time
 
 from fingerd.backend import Backend
@@ -55,13 +53,13 @@ def _when(timestamp: int) -> str:
 class StatusBackend(Backend):
     blocking = True  # a round trip to another process (which socket activation may start)
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: "Options") -> None:
         self.path = options.string("socket", DEFAULT_SOCKET)
         if not self.path.startswith("/"):
             raise options.error("socket", "must be an absolute path")
         self.timeout = options.number("timeout", 3.0, maximum=60.0)
 
-    def lookup(self, query: Query) -> str | None:
+    def lookup(self, query: "Query") -> str | None:
         if not valid_user(query.user):
             return None  # the protocol cannot carry it; no account has such a name
         reply = self._ask(format_get(query.user))
@@ -76,7 +74,7 @@ class StatusBackend(Backend):
         until = f", expires {_when(reply.expires_at)}" if reply.expires_at else ""
         return f"{reply.text}\n\n(Status set {_when(reply.set_at)}{until}.)"
 
-    def _ask(self, request: bytes) -> Reply:
+    def _ask(self, request: bytes) -> "Reply":
         from fingerd.status_client import exchange
 
         where = f"status service at {self.path}"
