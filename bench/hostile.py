@@ -65,6 +65,7 @@ PYTHON = "/usr/bin/python3"  # Debian's interpreter, by path: `python3` on PATH 
 sys.path.insert(0, str(BENCH))
 
 import hostile_peers as peers  # noqa: E402
+from machine import cpu_model, loadavg  # noqa: E402
 
 STATIC = """
 [[backend]]
@@ -431,18 +432,9 @@ def describe(tree: Path) -> str:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.partition(":")[2].strip()
-            break
     python = subprocess.run([PYTHON, "--version"], capture_output=True, text=True,
                             timeout=30).stdout.strip()
-    return f"{os.cpu_count()} CPUs ({model}), kernel {os.uname().release}, {python}"
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return f"{os.cpu_count()} CPUs ({cpu_model()}), kernel {os.uname().release}, {python}"
 
 
 def main() -> int:

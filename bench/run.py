@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_model  # bench/machine.py, beside this script
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PYTHON = "/usr/bin/python3"  # Debian's interpreter, by path: `python3` on PATH may be a shim
@@ -364,14 +366,9 @@ def importtime(paths: dict[str, str], script: str, top: int) -> list[str]:
 # -- the report ----------------------------------------------------------------------------------
 
 def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.partition(":")[2].strip()
-            break
     python = run([PYTHON, "-c", "import sys; print(sys.version.split()[0])"],
                  capture_output=True).stdout.strip()
-    return (f"{os.cpu_count()} CPUs ({model}), kernel {platform.release()}, "
+    return (f"{os.cpu_count()} CPUs ({cpu_model()}), kernel {platform.release()}, "
             f"Debian's /usr/bin/python3 {python}")
 
 

@@ -55,6 +55,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO / "tests"))
 import container  # noqa: E402  (tests/container.py: the booted bookworm the e2e tests use)
+from machine import cpu_model, loadavg  # noqa: E402  (bench/machine.py, beside this file)
 
 PYTHON = "/usr/bin/python3"
 ANSWER = "Happy and well"
@@ -305,16 +306,7 @@ def report(vs: list[Variant], args: argparse.Namespace, failures: dict[str, int]
 
 
 def machine_line() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.partition(":")[2].strip()
-            break
-    return f"{os.cpu_count()} CPUs ({model}), host kernel {os.uname().release}"
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return f"{os.cpu_count()} CPUs ({cpu_model()}), host kernel {os.uname().release}"
 
 
 def main() -> int:
