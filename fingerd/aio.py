@@ -37,10 +37,7 @@ async def respond(service: FingerService, line: bytes, pool: AsyncPool, source: 
     """The reply to ``line``. ``source`` is what the pool's fair shares count (a client
     address, an IRC user); ``remote`` is what backends see as the asker (see Query.remote)."""
     lookup = service.lookup(line, remote)
-    while (call := lookup.next_call()) is not None:
-        if not call.blocking:
-            lookup.run_inline(call)
-            continue
+    while (call := lookup.run_until_blocking()) is not None:
         done: asyncio.Future[Job] = pool.loop.create_future()
         job = pool.pool.submit(source, call, done.set_result)
         try:

@@ -57,14 +57,13 @@ def _record(message: str, priority: int, fields: dict[str, object]) -> bytes:
     """One journal entry. Values are nearly always one line each, which is one string to
     encode; a value with a newline in it takes the binary form (``fingerd serve`` sends one
     entry per query, so this is on its hot path)."""
-    items = [(key, value) for key, value in fields.items() if value is not None]
-    text = (f"MESSAGE={message}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=fingerd\n"
-            + "".join([f"{key}={value}\n" for key, value in items]))
-    if text.count("\n") == len(items) + 3:
+    lines = [f"{key}={value}\n" for key, value in fields.items() if value is not None]
+    text = f"MESSAGE={message}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=fingerd\n{''.join(lines)}"
+    if text.count("\n") == len(lines) + 3:
         return text.encode("utf-8", "replace")
     return b"".join([_field("MESSAGE", message), b"PRIORITY=%d\n" % priority,
                      b"SYSLOG_IDENTIFIER=fingerd\n",
-                     *[_field(key, value) for key, value in items]])
+                     *[_field(key, value) for key, value in fields.items() if value is not None]])
 
 
 def _field(key: str, value: object) -> bytes:
@@ -104,9 +103,13 @@ def send(message: str, priority: int = INFO, **fields: object) -> None:
     control characters other than newlines are escaped here, for every caller, so that none
     reaches a terminal running journalctl or reading stderr.
     """
+    _send(message, priority, fields)
+
+
+def _send(message: str, priority: int, fields: "dict[str, object]") -> None:
     if not message.isprintable():
         message = escape(message, keep="\n")
-    sock = _journal_socket()
+    sock = _journal if _journal is not None else _journal_socket()
     if sock:
         data = _record(message, priority, fields)
         if _batch is not None:
@@ -193,6 +196,10 @@ def query_record(remote: str, query: str, user: str | None, backend: str, outcom
                        for key, value in fields.items() if value is not None)
     message = (f'remote={printable(remote) or "-"} query="{query}" backend={backend or "-"} '
                f"outcome={outcome.replace(' ', '_')} duration_ms={ms}{via}")
-    send(message, INFO, REMOTE_ADDR=remote or None, FINGER_QUERY=query,
-         FINGER_USER=user, FINGER_BACKEND=backend or None, FINGER_OUTCOME=outcome,
-         FINGER_DURATION_MS=ms, FINGER_FRONTEND=frontend, **fields)
+    record: dict[str, object] = {
+        "REMOTE_ADDR": remote or None, "FINGER_QUERY": query, "FINGER_USER": user,
+        "FINGER_BACKEND": backend or None, "FINGER_OUTCOME": outcome, "FINGER_DURATION_MS": ms,
+        "FINGER_FRONTEND": frontend}
+    if fields:
+        record.update(fields)
+    _send(message, INFO, record)

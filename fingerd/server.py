@@ -32,6 +32,7 @@ and it reads best in one place.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import fcntl
@@ -76,6 +77,7 @@ ACCEPT_BATCH = 64  # connections accepted per wake-up and listener, so that none
 READING, ASKING, WRITING, LINGERING, CLOSED = range(5)
 
 _DONTWAIT = socket.MSG_DONTWAIT
+_INET, _STREAM = socket.AF_INET, socket.SOCK_STREAM
 _TIOCOUTQ = termios.TIOCOUTQ  # SIOCOUTQ: bytes in the send queue not yet acknowledged
 _INT = b"\0\0\0\0"
 _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
@@ -84,14 +86,15 @@ _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 class Connection:
     """One client and its session."""
 
-    __slots__ = ("admitted", "call", "held", "job", "lookup", "out", "registered", "remote",
-                 "service", "session", "sock", "source", "state", "writes")
+    __slots__ = ("admitted", "call", "fd", "held", "job", "lookup", "out", "registered",
+                 "remote", "service", "session", "sock", "source", "state", "writes")
 
-    def __init__(self, sock: socket.socket, remote: str, service: FingerService,
+    def __init__(self, sock: _socket.socket, fd: int, remote: str, service: FingerService,
                  now: float) -> None:
         self.sock = sock
+        self.fd = fd
         self.remote = remote
-        self.source = source_key(remote)
+        self.source = source_key(remote) if ":" in remote else remote  # IPv4: itself
         self.service = service  # a reload mid-query does not change this one's answer
         self.session = Session(now, service.server.read_timeout)
         self.state = READING
@@ -174,9 +177,11 @@ class Server:
                 else:
                     log.error(f"accept failed: {e.strerror or e}")
                 return
-            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            # The socket module's class would add a Python layer to every call on it.
+            sock = _socket.socket(family, _STREAM, 0, fd)
             now = time.monotonic()
-            conn = Connection(sock, client_address(peer), service, now)
+            conn = Connection(sock, fd, peer[0] if family == _INET else client_address(peer),
+                              service, now)
             self.connections[fd] = conn
             admitted, victim = admission.admit(conn)
             if victim is not None:
@@ -261,10 +266,8 @@ class Server:
         """Run the lookup's calls: inline while they do not block, else on the pool."""
         lookup = conn.lookup
         assert lookup is not None
-        while (call := lookup.next_call()) is not None:
-            if not call.blocking:
-                lookup.run_inline(call)
-                continue
+        call = lookup.run_until_blocking()
+        if call is not None:
             conn.state = ASKING
             conn.call = call
             conn.session.deadline = time.monotonic() + call.timeout
@@ -337,7 +340,7 @@ class Server:
     def sent(self, conn: Connection) -> None:
         """All of the answer is written: linger, or close."""
         try:  # what the client has not acknowledged yet (on loopback, nothing by now)
-            in_flight = conn.writes > 1 or fcntl.ioctl(conn.sock.fileno(), _TIOCOUTQ, _INT) != _INT
+            in_flight = conn.writes > 1 or fcntl.ioctl(conn.fd, _TIOCOUTQ, _INT) != _INT
         except OSError:
             in_flight = True
         if not conn.session.sent(time.monotonic(), bool(in_flight)):
@@ -354,7 +357,7 @@ class Server:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def watch(self, conn: Connection, events: int) -> None:
-        fd = conn.sock.fileno()
+        fd = conn.fd
         if conn.registered:
             if conn.registered != events:
                 self.epoll.modify(fd, events)
@@ -364,7 +367,7 @@ class Server:
 
     def unwatch(self, conn: Connection) -> None:
         if conn.registered:
-            self.epoll.unregister(conn.sock.fileno())
+            self.epoll.unregister(conn.fd)
             conn.registered = 0
 
     def close(self, conn: Connection, delivered: bool = True) -> None:
@@ -377,7 +380,7 @@ class Server:
         if conn.held:
             self.admission.unsent -= conn.held
             conn.held = 0
-        fd = conn.sock.fileno()
+        fd = conn.fd
         if conn.registered:
             self.epoll.unregister(fd)
             conn.registered = 0

@@ -185,36 +185,11 @@ class Lookup:
 
     def answered(self, call: "Call", answer: object) -> None:
         """``call`` returned ``answer``."""
-        if self.reply is not None:
-            return
-        try:
-            if answer is not None and not isinstance(answer, str):
-                self.failed(call, TypeError(f"returned {type(answer).__name__}, "
-                                            "not str or None"))
-            elif self._next < 0:
-                self._forwarded(answer or "")
-            elif answer is None:
-                self._ask_next()
-            else:
-                self._answer(answer, call.name)
-        except Exception as e:
-            self._bug(e)
+        self._answered(call.name, answer)
 
     def failed(self, call: "Call", error: BaseException) -> None:
         """``call`` raised ``error``, or took too long (a TimeoutError from the runner)."""
-        if self.reply is not None:
-            return
-        query = self.query
-        assert query is not None
-        if self._next < 0:
-            log.warning(f"forwarding {log.printable(query.text())!r} failed: {reason(error)}")
-            self.reply = Reply(reply_line(UNAVAILABLE), ERROR, query, "forward")
-            return
-        self._failures += 1
-        log.warning(f"backend {log.printable(call.name)} failed for "
-                    f"{log.printable(query.text())!r}: {reason(error)}",
-                    FINGER_BACKEND=call.name)
-        self._ask_next()
+        self._failed(call.name, error)
 
     def run_inline(self, call: "Call") -> None:
         """Run ``call`` here and now, without a time limit (for non-blocking calls)."""
@@ -225,6 +200,27 @@ class Lookup:
         else:
             self.answered(call, answer)
 
+    def run_until_blocking(self) -> "Call | None":
+        """Run the calls that do not block here and now, without a time limit, as a runner on an
+        event loop may; return the first call that blocks, for the runner to schedule, or None
+        once the reply is decided. What ``next_call()`` and ``run_inline()`` in turn would do,
+        without a :class:`Call` for each backend that answers here: ``fingerd serve`` and the
+        other long-running front ends ask this once per query."""
+        chain = self.service.chain
+        while self.reply is None:
+            if self._next < 0 or chain[self._next][1].blocking:
+                return self.next_call()
+            name, backend = chain[self._next]
+            query = self.query
+            assert query is not None
+            try:
+                answer = backend.list_users(query) if query.is_list else backend.lookup(query)
+            except BaseException as e:
+                self._failed(name, e)
+            else:
+                self._answered(name, answer)
+        return None
+
     def reply_or_error(self) -> "Reply":
         """The decided reply (after the last call)."""
         if self.reply is None:  # only if a caller stopped early: never silently nothing
@@ -233,6 +229,36 @@ class Lookup:
         return self.reply
 
     # -- the chain ----------------------------------------------------------------------------
+
+    def _answered(self, name: str, answer: object) -> None:
+        if self.reply is not None:
+            return
+        try:
+            if answer is not None and not isinstance(answer, str):
+                self._failed(name, TypeError(f"returned {type(answer).__name__}, "
+                                             "not str or None"))
+            elif self._next < 0:
+                self._forwarded(answer or "")
+            elif answer is None:
+                self._ask_next()
+            else:
+                self._answer(answer, name)
+        except Exception as e:
+            self._bug(e)
+
+    def _failed(self, name: str, error: BaseException) -> None:
+        if self.reply is not None:
+            return
+        query = self.query
+        assert query is not None
+        if self._next < 0:
+            log.warning(f"forwarding {log.printable(query.text())!r} failed: {reason(error)}")
+            self.reply = Reply(reply_line(UNAVAILABLE), ERROR, query, "forward")
+            return
+        self._failures += 1
+        log.warning(f"backend {log.printable(name)} failed for "
+                    f"{log.printable(query.text())!r}: {reason(error)}", FINGER_BACKEND=name)
+        self._ask_next()
 
     def _ask_next(self) -> None:
         self._next += 1

@@ -226,3 +226,14 @@ def test_parse_query_takes_the_asker(name: str) -> None:
     except QueryError:
         return
     assert parse_query(line, "192.0.2.1") == plain.asked_by("192.0.2.1")
+
+
+
+@given(st.text("abcXYZ0189", max_size=MAX_QUERY_BYTES - 1), st.sampled_from(["\r\n", "\n", ""]))
+def test_a_bare_name_parses_as_the_whole_parser_would(text: str, end: str) -> None:
+    """A name of ASCII letters and digits skips the parser's checks (nearly every query
+    `fingerd serve` gets): the query is the one the whole way gives. The whole way is taken
+    for the same line with a blank in front, which the parser strips."""
+    name, line_end = text.encode("ascii"), end.encode("ascii")
+    assert parse_query(name + line_end, "192.0.2.1") == parse_query(b" " + name + line_end,
+                                                                   "192.0.2.1")

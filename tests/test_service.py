@@ -176,3 +176,35 @@ def test_a_backend_whose_exception_cannot_say_what_it_is_is_a_failure_like_any()
     while (call := lookup.next_call()) is not None:
         lookup.run_inline(call)
     assert lookup.reply_or_error().data == b"Happy and well\r\n"
+
+
+def test_run_until_blocking_answers_here_until_a_backend_blocks(capfd) -> None:
+    """What the long-running front ends ask: backends that do not block run at once, in order
+    (a failure logged and skipped); the first that blocks comes back as a Call for the runner,
+    and after its answer the walk goes on."""
+    from chain_backends import Echo, Slow
+
+    from fingerd.config import Options, ServerConfig
+
+    class NonBlockingFailure(Echo):
+        def lookup(self, query):  # type: ignore[no-untyped-def]
+            raise RuntimeError("down")
+
+    class Unknown(Echo):
+        def lookup(self, query):  # type: ignore[no-untyped-def]
+            return None
+
+    blocking = Slow(Options({"seconds": 1}, "t", "b"))  # (never run here)
+    chain = [("down", NonBlockingFailure(Options({}, "t", "b"))),
+             ("unknown", Unknown(Options({}, "t", "b"))),
+             ("slow", blocking),
+             ("echo", Echo(Options({}, "t", "b")))]
+    service = FingerService(ServerConfig(Options({}, "t", "server")), chain)
+    lookup = service.lookup(b"moshez\r\n")
+    call = lookup.run_until_blocking()
+    assert call is not None and call.name == "slow" and call.blocking
+    assert "backend down failed for 'moshez': RuntimeError: down" in capfd.readouterr().err
+    lookup.answered(call, None)  # the blocking backend does not know the user
+    assert lookup.run_until_blocking() is None
+    reply = lookup.reply_or_error()
+    assert (reply.data, reply.backend) == (b"user=moshez verbose=False\r\n", "echo")
