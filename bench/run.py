@@ -17,8 +17,10 @@ Long-running (``fingerd serve``), concurrency 64, server on CPU 1, load generato
   * fingerd serve against the Twisted finger tutorial's finger11 (Twisted from PyPI in a venv
     of the benchmark's own) and a bare ``asyncio.Protocol`` floor (plus uvloop's, when Debian's
     python3-uvloop is installed); server CPU per request from /proc/PID/stat, RSS growth over
-    the run. Target: CPU/request at most Twisted's (stretch: 1.5x its requests per core), p99
-    no worse than Twisted's, RSS growth under 5%.
+    the run. All servers run at once and take turns, ``--long-rounds`` rounds of
+    ``--requests / --long-rounds`` each: the ratios to Twisted are medians of per-round ratios.
+    Target: CPU/request at most Twisted's (issue 10: 0.9x; stretch: 1.5x its requests per
+    core), p99 no worse than Twisted's, RSS growth under 5%.
 
 Everything stays on loopback; every load run is bounded in count and in time.
 """
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from machine import cpu_model  # bench/machine.py, beside this script
 
@@ -322,26 +325,71 @@ def inetd_run(paths: dict[str, str], argv: list[str], query: str, expect: str,
 
 # -- long-running --------------------------------------------------------------------------------
 
-def long_run(argv: list[str], env: dict[str, str], count: int) -> dict[str, float]:
-    port = free_port()
-    argv = [arg.replace("{port}", str(port)) for arg in argv]
-    proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), *argv], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def long_runs(servers: dict[str, tuple[list[str], dict[str, str]]], count: int, rounds: int,
+              sink: JournalSink) -> dict[str, dict[str, Any]]:
+    """Every long-running server up at once, all on the server's CPU (only the one under load
+    works), then ``rounds`` rounds in which each in turn answers ``count / rounds`` requests,
+    the order rotating from round to round. This machine's speed drifts from one few-second
+    stretch to the next (README.md, "Performance"); one server after the other, that drift
+    decided the ratios. Interleaved, it hits every server alike, and each round gives one ratio
+    to Twisted per server: their median is the verdict."""
+    procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    per_round = max(64, count // rounds)
     try:
-        wait_listening(port, proc)
-        loadgen(port, 64, max(64, min(5000, count // 10)), 60)  # warm-up
-        time.sleep(0.2)
-        rss0 = proc_kib(proc.pid, "VmRSS")
-        cpu0 = proc_cpu(proc.pid)
-        result = loadgen(port, 64, count, max(60.0, count / 1000))
-        result["server_cpu"] = proc_cpu(proc.pid) - cpu0
-        result["rss0_kib"] = rss0
-        result["rss1_kib"] = proc_kib(proc.pid, "VmRSS")
-        result["hwm_kib"] = proc_kib(proc.pid, "VmHWM")
+        for name, (argv, env) in servers.items():
+            port = free_port()
+            proc = subprocess.Popen(
+                ["taskset", "-c", str(SERVER_CPU),
+                 *[arg.replace("{port}", str(port)) for arg in argv]],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            procs[name] = (proc, port)
+            wait_listening(port, proc)
+            loadgen(port, 64, max(64, min(5000, count // 10)), 60)  # warm-up
+        time.sleep(0.5)
+        results: dict[str, dict[str, Any]] = {
+            name: {"rss0_kib": float(proc_kib(proc.pid, "VmRSS")), "rounds": [],
+                   "journal_records": 0}
+            for name, (proc, _port) in procs.items()}
+        for number in range(rounds):
+            say(f"long-running: round {number + 1} of {rounds}, {per_round} requests each")
+            names = list(procs)
+            for name in names[number % len(names):] + names[:number % len(names)]:
+                proc, port = procs[name]
+                logs = "JOURNAL_STREAM" in servers[name][1]
+                records = sink.records
+                cpu0 = proc_cpu(proc.pid)
+                r = loadgen(port, 64, per_round, max(60.0, per_round / 1000))
+                r["server_cpu"] = proc_cpu(proc.pid) - cpu0
+                results[name]["rounds"].append(r)
+                if logs:
+                    time.sleep(0.2)  # the sink's last datagrams
+                    results[name]["journal_records"] += sink.records - records
+        for name, (proc, _port) in procs.items():
+            r = results[name]
+            r["rss1_kib"] = proc_kib(proc.pid, "VmRSS")
+            r["hwm_kib"] = proc_kib(proc.pid, "VmHWM")
     finally:
-        stop(proc)
-    return result
+        for proc, _port in procs.values():
+            stop(proc)
+    for r in results.values():
+        runs: list[dict[str, float]] = r["rounds"]
+        for key in ("requests", "errors", "wrong", "elapsed", "client_cpu", "server_cpu"):
+            r[key] = sum(run[key] for run in runs)
+        r["rps"] = ratio(r["requests"], r["elapsed"])
+        r["cpu_per_request"] = ratio(r["server_cpu"], r["requests"])
+        for key in ("p50_ms", "p99_ms"):  # the median over the rounds
+            r[key] = statistics.median(run[key] for run in runs)
+    return results
+
+
+def round_ratios(ours: dict[str, Any], theirs: dict[str, Any], key: str) -> list[float]:
+    """Per round, ours over theirs: CPU per request (``key`` "cpu") or a latency key."""
+    def value(run: dict[str, float]) -> float:
+        return ratio(run["server_cpu"], run["requests"]) if key == "cpu" else run[key]
+
+    return [ratio(value(a), value(b))
+            for a, b in zip(ours["rounds"], theirs["rounds"], strict=True)]
 
 
 # -- import profile ------------------------------------------------------------------------------
@@ -410,6 +458,8 @@ def main() -> int:
                                                           "/var/cache/fingerd-bench"))
     parser.add_argument("--requests", type=int, default=200_000,
                         help="requests per long-running server (default 200000)")
+    parser.add_argument("--long-rounds", type=int, default=10,
+                        help="interleaved rounds of the long-running servers (default 10)")
     parser.add_argument("--inetd-requests", type=int, default=300,
                         help="requests per systemd-socket-activate run (default 300)")
     parser.add_argument("--rounds", type=int, default=10,
@@ -424,6 +474,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.requests, args.inetd_requests, args.rounds, args.batch = 300, 20, 2, 3
+        args.long_rounds = 2
     if not IS_ROOT:
         say("needs root: a private mount namespace (the installed layout, a journal socket), "
             "taskset, and `fingerd serve --user nobody`")
@@ -532,55 +583,56 @@ def measure(args: argparse.Namespace, paths: dict[str, str], sink: JournalSink) 
     journal_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
                    "JOURNAL_STREAM": f"{devnull.st_dev}:{devnull.st_ino}"}
     plain_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    serve = [launcher, "serve", "--config", paths["config"], "--listen", "127.0.0.1:{port}",
+             "--user", "nobody"]
     servers: dict[str, tuple[list[str], dict[str, str], str]] = {
         "Twisted finger11": ([paths["twisted_python"], str(BENCH / "twisted_finger.py"),
                               "{port}"], plain_env, "the baseline; logs nothing"),
-        "fingerd serve": ([launcher, "serve", "--config", paths["config"], "--listen",
-                           "127.0.0.1:{port}", "--user", "nobody"], journal_env,
-                          "a journal record per query"),
-        "fingerd serve, stderr log": ([launcher, "serve", "--config", paths["config"],
-                                       "--listen", "127.0.0.1:{port}", "--user", "nobody"],
-                                      plain_env, "log lines to /dev/null"),
+        "fingerd serve": (serve, journal_env, "a journal record per query"),
+        "fingerd serve, stderr log": (serve, plain_env, "log lines to /dev/null"),
         "asyncio.Protocol floor": ([PYTHON, str(BENCH / "asyncio_floor.py"), "{port}"],
                                    plain_env, "no parsing, no logging"),
     }
     if subprocess.run([PYTHON, "-c", "import uvloop"], capture_output=True).returncode == 0:
         servers["uvloop floor"] = ([PYTHON, str(BENCH / "asyncio_floor.py"), "{port}",
                                     "--uvloop"], plain_env, "python3-uvloop")
-    results["long_running"] = {}
-    for name, (argv, env, _note) in servers.items():
-        say(f"long-running: {name}, c=64, {args.requests} requests")
-        records_before = sink.records
-        r = long_run(argv, env, args.requests)
-        time.sleep(0.5)
-        r["journal_records"] = sink.records - records_before
-        results["long_running"][name] = r  # type: ignore[index]
-    twisted = results["long_running"]["Twisted finger11"]  # type: ignore[index]
-    t_cpu = ratio(twisted["server_cpu"], twisted["requests"])
+    say(f"long-running: {len(servers)} servers, c=64, {args.requests} requests each in "
+        f"{args.long_rounds} interleaved rounds")
+    long = long_runs({name: (argv, env) for name, (argv, env, _note) in servers.items()},
+                     args.requests, args.long_rounds, sink)
+    results["long_running"] = long
+    twisted = long["Twisted finger11"]
     for name, (_argv, _env, note) in servers.items():
-        r = results["long_running"][name]  # type: ignore[index]
-        cpu = ratio(r["server_cpu"], r["requests"])
+        r = long[name]
+        cpu_x = statistics.median(round_ratios(r, twisted, "cpu"))
+        r["cpu_vs_twisted"] = cpu_x
         growth = ratio(r["rss1_kib"] - r["rss0_kib"], r["rss0_kib"]) * 100
         client = ratio(r["client_cpu"], r["elapsed"]) * 100
         rows.append([name, "long-running", "64", fmt(r["rps"], 0), fmt(r["p50_ms"]),
-                     fmt(r["p99_ms"]), fmt(cpu * 1000, 4), fmt(r["hwm_kib"] / 1024, 1),
-                     fmt(ratio(cpu, t_cpu)), "", "Twisted",
+                     fmt(r["p99_ms"]), fmt(r["cpu_per_request"] * 1000, 4),
+                     fmt(r["hwm_kib"] / 1024, 1), fmt(cpu_x), "", "Twisted",
                      f"{note}; RSS growth {growth:+.1f}%; client CPU {fmt(client, 0)}%; "
                      f"journal records {r['journal_records']:.0f}; "
-                     f"errors {r['errors']}, wrong {r['wrong']}"])
-    ours_lr = results["long_running"]["fingerd serve"]  # type: ignore[index]
-    o_cpu = ratio(ours_lr["server_cpu"], ours_lr["requests"])
+                     f"errors {r['errors']:.0f}, wrong {r['wrong']:.0f}"])
+    ours_lr = long["fingerd serve"]
     growth = ratio(ours_lr["rss1_kib"] - ours_lr["rss0_kib"], ours_lr["rss0_kib"]) * 100
-    vs_twisted = ratio(o_cpu, t_cpu)
+    vs_twisted = ours_lr["cpu_vs_twisted"]
+    cpu_ratios = round_ratios(ours_lr, twisted, "cpu")
+    p99_ratios = round_ratios(ours_lr, twisted, "p99_ms")
+    p99_x = statistics.median(p99_ratios)
+    p99_over = ratio(ours_lr["p99_ms"], twisted["p99_ms"])
     verdicts.append(
-        f"long-running: CPU/request {fmt(vs_twisted)}x Twisted's (target <= 1: "
-        f"{met(vs_twisted, 1)}; stretch <= 0.67, i.e. 1.5x the requests "
-        f"per core: {met(vs_twisted, 1 / 1.5, 'not met')}), p99 "
-        f"{ours_lr['p99_ms']:.2f} ms vs Twisted's {twisted['p99_ms']:.2f} ms "
-        f"({'met' if ours_lr['p99_ms'] <= twisted['p99_ms'] else 'NOT met'}), RSS growth "
-        f"{growth:+.1f}% over {ours_lr['requests']:.0f} requests (target < 5%: "
-        f"{met(growth, 5)}) [fingerd serve, journal]")
-    floor = results["long_running"]["asyncio.Protocol floor"]  # type: ignore[index]
+        f"long-running: CPU/request {fmt(vs_twisted)}x Twisted's, the median of "
+        f"{len(cpu_ratios)} interleaved rounds (from {fmt(min(cpu_ratios))}x to "
+        f"{fmt(max(cpu_ratios))}x; target <= 1: {met(vs_twisted, 1)}; issue 10 asks <= 0.9: "
+        f"{met(vs_twisted, 0.9)}; stretch <= 0.67, i.e. 1.5x the requests per core: "
+        f"{met(vs_twisted, 1 / 1.5, 'not met')}); p99 {ours_lr['p99_ms']:.2f} ms vs Twisted's "
+        f"{twisted['p99_ms']:.2f} ms (medians over the rounds; per round {fmt(p99_x)}x "
+        f"Twisted's, median, lower in {sum(x <= 1 for x in p99_ratios)} of {len(p99_ratios)} "
+        f"rounds; met when both medians say so: {met(max(p99_x, p99_over), 1)}); RSS growth "
+        f"{growth:+.1f}% over {ours_lr['requests']:.0f} requests "
+        f"(target < 5%: {met(growth, 5)}) [fingerd serve, journal]")
+    floor = long["asyncio.Protocol floor"]
     client_share = ratio(floor["client_cpu"], floor["elapsed"])
     ceiling = ratio(floor["rps"], client_share)
     verdicts.append(

@@ -92,8 +92,13 @@ def batch() -> None:
 
 def flush() -> None:
     """Send the records held since the last flush, in order (worker threads may add more)."""
+    sock = _journal  # a socket: records are held only for one (see _send)
     while _batch:
-        _send_journal(_batch.popleft())
+        data = _batch.popleft()
+        try:
+            sock.send(data)  # type: ignore[union-attr]
+        except (OSError, AttributeError):  # (AttributeError: no socket; never in practice)
+            _send_journal(data)  # journald restarted: address it anew, or salvage the message
 
 
 def send(message: str, priority: int = INFO, **fields: object) -> None:

@@ -162,7 +162,7 @@ def parse_query(line: bytes, remote: str = "") -> "Query":
     name = line[:-2] if line[-2:] == b"\r\n" else line
     if name.isalnum() and len(name) <= MAX_QUERY_BYTES:
         # The usual query, a user name of ASCII letters and digits (bytes.isalnum() knows no
-        # others): nothing to strip, decode or check. `fingerd serve` parses every query here.
+        # others): nothing to strip, decode or check.
         return Query(name.decode("ascii"), False, (), remote)
     if _IAC in line:
         line = _strip_telnet(line)

@@ -135,7 +135,9 @@ class Lookup:
 
     ``next_call()`` gives the next :class:`Call` to run, or None once ``reply`` is decided;
     the caller reports each call's result with ``answered()`` or ``failed()``. A call that a
-    runner gives up on (too slow) is reported as failed with a TimeoutError.
+    runner gives up on (too slow) is reported as failed with a TimeoutError. A runner on an event
+    loop calls ``run_until_blocking()`` instead of ``next_call()``: the calls that do not block
+    run at once, and only the blocking ones come back to it.
     """
 
     __slots__ = ("_failures", "_forward_call", "_host", "_next", "query", "reply", "service")
@@ -203,9 +205,9 @@ class Lookup:
     def run_until_blocking(self) -> "Call | None":
         """Run the calls that do not block here and now, without a time limit, as a runner on an
         event loop may; return the first call that blocks, for the runner to schedule, or None
-        once the reply is decided. What ``next_call()`` and ``run_inline()`` in turn would do,
-        without a :class:`Call` for each backend that answers here: ``fingerd serve`` and the
-        other long-running front ends ask this once per query."""
+        once the reply is decided; after that call's result is reported, ask again. What
+        ``next_call()`` and ``run_inline()`` in turn would do, without a :class:`Call` for each
+        backend that answers here (the long-running front ends drive their lookups with it)."""
         chain = self.service.chain
         while self.reply is None:
             if self._next < 0 or chain[self._next][1].blocking:

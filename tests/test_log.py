@@ -91,6 +91,38 @@ def test_batched_records_are_sent_in_order_on_flush(journal: socket.socket,
         "record 0", "record 1", "record 2"]
 
 
+def test_batched_records_survive_a_journald_restart(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    """journald restarts between a record and the flush: the flush addresses the socket anew
+    and the records arrive, in order; with no journal left, each message goes to stderr."""
+    from collections import deque
+
+    path = str(tmp_path / "journal")
+    monkeypatch.setattr(log, "JOURNAL_SOCKET", path)
+    old = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    old.bind(path)
+    ours = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.connect(path)
+    monkeypatch.setattr(log, "_journal", ours)
+    monkeypatch.setattr(log, "_batch", deque())
+    log.send("before the restart")
+    old.close()
+    (tmp_path / "journal").unlink()
+    new = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    new.bind(path)
+    new.settimeout(5)
+    log.send("after it")
+    log.flush()
+    assert [parse_entry(new.recv(65536))["MESSAGE"] for _ in range(2)] == [
+        "before the restart", "after it"]
+    new.close()
+    (tmp_path / "journal").unlink()
+    log.send("nobody listens")
+    log.flush()
+    assert "fingerd: nobody listens" in capfd.readouterr().err
+    ours.close()
+
+
 def test_printable_escapes_what_could_forge_a_log_line() -> None:
     """Quotes, backslashes and control characters are escaped; plain text is unchanged."""
     assert log.printable("moshez") == "moshez"

@@ -208,3 +208,25 @@ def test_run_until_blocking_answers_here_until_a_backend_blocks(capfd) -> None:
     assert lookup.run_until_blocking() is None
     reply = lookup.reply_or_error()
     assert (reply.data, reply.backend) == (b"user=moshez verbose=False\r\n", "echo")
+
+
+def test_run_until_blocking_hands_back_a_forward_and_fails_a_wrong_answer(capfd) -> None:
+    """A forwarded query is one blocking call for the runner; a backend that answers bytes
+    has failed (logged), and the next one answers, as with next_call() and run_inline()."""
+    from chain_backends import Echo
+
+    from fingerd.config import Options, ServerConfig
+
+    class Wrong(Echo):
+        def lookup(self, query):  # type: ignore[no-untyped-def]
+            return b"not text"
+
+    chain = [("wrong", Wrong(Options({}, "t", "b"))), ("echo", Echo(Options({}, "t", "b")))]
+    service = FingerService(ServerConfig(Options({"forwarding": True}, "t", "server")), chain)
+    lookup = service.lookup(b"moshez@example.org\r\n")
+    call = lookup.run_until_blocking()
+    assert call is not None and (call.name, call.blocking) == ("forward", True)
+    lookup = service.lookup(b"moshez\r\n")
+    assert lookup.run_until_blocking() is None
+    assert lookup.reply_or_error().backend == "echo"
+    assert "backend wrong failed for 'moshez': TypeError: returned bytes" in capfd.readouterr().err
