@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import glob
 import json
+import math
 import mmap
 import os
 import platform
@@ -356,15 +357,14 @@ def long_runs(servers: dict[str, tuple[list[str], dict[str, str]]], count: int, 
             names = list(procs)
             for name in names[number % len(names):] + names[:number % len(names)]:
                 proc, port = procs[name]
-                logs = "JOURNAL_STREAM" in servers[name][1]
                 records = sink.records
                 cpu0 = proc_cpu(proc.pid)
                 r = loadgen(port, 64, per_round, max(60.0, per_round / 1000))
                 r["server_cpu"] = proc_cpu(proc.pid) - cpu0
                 results[name]["rounds"].append(r)
-                if logs:
-                    time.sleep(0.2)  # the sink's last datagrams
-                    results[name]["journal_records"] += sink.records - records
+                if "JOURNAL_STREAM" in servers[name][1]:
+                    time.sleep(0.2)  # the sink's last datagrams (it is behind by a few)
+                results[name]["journal_records"] += sink.records - records
         for name, (proc, _port) in procs.items():
             r = results[name]
             r["rss1_kib"] = proc_kib(proc.pid, "VmRSS")
@@ -388,8 +388,10 @@ def round_ratios(ours: dict[str, Any], theirs: dict[str, Any], key: str) -> list
     def value(run: dict[str, float]) -> float:
         return ratio(run["server_cpu"], run["requests"]) if key == "cpu" else run[key]
 
-    return [ratio(value(a), value(b))
-            for a, b in zip(ours["rounds"], theirs["rounds"], strict=True)]
+    ratios = [ratio(value(a), value(b))
+              for a, b in zip(ours["rounds"], theirs["rounds"], strict=True)]
+    # A round too short to see any CPU time (--quick) has no ratio: leave it out.
+    return [x for x in ratios if not math.isnan(x)] or [math.nan]
 
 
 # -- import profile ------------------------------------------------------------------------------
@@ -621,6 +623,7 @@ def measure(args: argparse.Namespace, paths: dict[str, str], sink: JournalSink) 
     p99_ratios = round_ratios(ours_lr, twisted, "p99_ms")
     p99_x = statistics.median(p99_ratios)
     p99_over = ratio(ours_lr["p99_ms"], twisted["p99_ms"])
+    p99_worst = math.nan if math.isnan(p99_x) or math.isnan(p99_over) else max(p99_x, p99_over)
     verdicts.append(
         f"long-running: CPU/request {fmt(vs_twisted)}x Twisted's, the median of "
         f"{len(cpu_ratios)} interleaved rounds (from {fmt(min(cpu_ratios))}x to "
@@ -628,8 +631,8 @@ def measure(args: argparse.Namespace, paths: dict[str, str], sink: JournalSink) 
         f"{met(vs_twisted, 0.9)}; stretch <= 0.67, i.e. 1.5x the requests per core: "
         f"{met(vs_twisted, 1 / 1.5, 'not met')}); p99 {ours_lr['p99_ms']:.2f} ms vs Twisted's "
         f"{twisted['p99_ms']:.2f} ms (medians over the rounds; per round {fmt(p99_x)}x "
-        f"Twisted's, median, lower in {sum(x <= 1 for x in p99_ratios)} of {len(p99_ratios)} "
-        f"rounds; met when both medians say so: {met(max(p99_x, p99_over), 1)}); RSS growth "
+        f"Twisted's, median, lower in {sum(x < 1 for x in p99_ratios)} of {len(p99_ratios)} "
+        f"rounds; met when both medians say so: {met(p99_worst, 1)}); RSS growth "
         f"{growth:+.1f}% over {ours_lr['requests']:.0f} requests "
         f"(target < 5%: {met(growth, 5)}) [fingerd serve, journal]")
     floor = long["asyncio.Protocol floor"]
