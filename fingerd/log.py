@@ -97,7 +97,7 @@ def flush() -> None:
         data = _batch.popleft()
         try:
             sock.send(data)  # type: ignore[union-attr]
-        except (OSError, AttributeError):  # (AttributeError: no socket; never in practice)
+        except OSError:
             _send_journal(data)  # journald restarted: address it anew, or salvage the message
 
 
@@ -114,7 +114,7 @@ def send(message: str, priority: int = INFO, **fields: object) -> None:
 def _send(message: str, priority: int, fields: "dict[str, object]") -> None:
     if not message.isprintable():
         message = escape(message, keep="\n")
-    sock = _journal if _journal is not None else _journal_socket()
+    sock = _journal_socket()
     if sock:
         data = _record(message, priority, fields)
         if _batch is not None:

@@ -81,7 +81,7 @@ ACCEPT_BATCH = 16
 READING, ASKING, WRITING, LINGERING, CLOSED = range(5)
 
 _DONTWAIT = socket.MSG_DONTWAIT
-_INET, _STREAM = socket.AF_INET, socket.SOCK_STREAM
+_STREAM = socket.SOCK_STREAM
 _TIOCOUTQ = termios.TIOCOUTQ  # SIOCOUTQ: bytes in the send queue not yet acknowledged
 _INT = b"\0\0\0\0"
 _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
@@ -90,15 +90,14 @@ _EPOLLIN, _EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 class Connection:
     """One client and its session."""
 
-    __slots__ = ("admitted", "call", "fd", "held", "job", "lookup", "out", "registered",
-                 "remote", "service", "session", "sock", "source", "state", "writes")
+    __slots__ = ("admitted", "call", "held", "job", "lookup", "out", "registered", "remote",
+                 "service", "session", "sock", "source", "state", "writes")
 
-    def __init__(self, sock: _socket.socket, fd: int, remote: str, service: FingerService,
+    def __init__(self, sock: _socket.socket, remote: str, service: FingerService,
                  now: float) -> None:
         self.sock = sock
-        self.fd = fd
         self.remote = remote
-        self.source = source_key(remote) if ":" in remote else remote  # IPv4: itself
+        self.source = source_key(remote)
         self.service = service  # a reload mid-query does not change this one's answer
         self.session = Session(now, service.server.read_timeout)
         self.state = READING
@@ -185,8 +184,7 @@ class Server:
             # close() to every connection.
             sock = _socket.socket(family, _STREAM, 0, fd)
             now = time.monotonic()
-            conn = Connection(sock, fd, peer[0] if family == _INET else client_address(peer),
-                              service, now)
+            conn = Connection(sock, client_address(peer), service, now)
             self.connections[fd] = conn
             admitted, victim = admission.admit(conn)
             if victim is not None:
@@ -345,7 +343,7 @@ class Server:
     def sent(self, conn: Connection) -> None:
         """All of the answer is written: linger, or close."""
         try:  # what the client has not acknowledged yet (on loopback, nothing by now)
-            in_flight = conn.writes > 1 or fcntl.ioctl(conn.fd, _TIOCOUTQ, _INT) != _INT
+            in_flight = conn.writes > 1 or fcntl.ioctl(conn.sock.fileno(), _TIOCOUTQ, _INT) != _INT
         except OSError:
             in_flight = True
         if not conn.session.sent(time.monotonic(), bool(in_flight)):
@@ -362,7 +360,7 @@ class Server:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def watch(self, conn: Connection, events: int) -> None:
-        fd = conn.fd
+        fd = conn.sock.fileno()
         if conn.registered:
             if conn.registered != events:
                 self.epoll.modify(fd, events)
@@ -372,7 +370,7 @@ class Server:
 
     def unwatch(self, conn: Connection) -> None:
         if conn.registered:
-            self.epoll.unregister(conn.fd)
+            self.epoll.unregister(conn.sock.fileno())
             conn.registered = 0
 
     def close(self, conn: Connection, delivered: bool = True) -> None:
@@ -385,7 +383,7 @@ class Server:
         if conn.held:
             self.admission.unsent -= conn.held
             conn.held = 0
-        fd = conn.fd
+        fd = conn.sock.fileno()
         if conn.registered:
             self.epoll.unregister(fd)
             conn.registered = 0

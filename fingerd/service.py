@@ -193,26 +193,19 @@ class Lookup:
         """``call`` raised ``error``, or took too long (a TimeoutError from the runner)."""
         self._failed(call.name, error)
 
-    def run_inline(self, call: "Call") -> None:
-        """Run ``call`` here and now, without a time limit (for non-blocking calls)."""
-        try:
-            answer = call.run()
-        except BaseException as e:
-            self.failed(call, e)
-        else:
-            self.answered(call, answer)
-
     def run_until_blocking(self) -> "Call | None":
         """Run the calls that do not block here and now, without a time limit, as a runner on an
         event loop may; return the first call that blocks, for the runner to schedule, or None
-        once the reply is decided; after that call's result is reported, ask again. What
-        ``next_call()`` and ``run_inline()`` in turn would do, without a :class:`Call` for each
-        backend that answers here (the long-running front ends drive their lookups with it)."""
+        once the reply is decided; after that call's result is reported, ask again. No
+        :class:`Call` is made for a backend that answers here (the long-running front ends
+        drive their lookups with this)."""
         chain = self.service.chain
         while self.reply is None:
-            if self._next < 0 or chain[self._next][1].blocking:
-                return self.next_call()
+            if self._next < 0:
+                return self._forward_call
             name, backend = chain[self._next]
+            if backend.blocking:
+                return self.next_call()
             query = self.query
             assert query is not None
             try:

@@ -173,8 +173,7 @@ def test_a_backend_whose_exception_cannot_say_what_it_is_is_a_failure_like_any()
     service = FingerService(ServerConfig(Options({}, "t", "server")),
                             [("broken", Broken(Options({}, "t", "b"))), ("static", static)])
     lookup = service.lookup(b"moshez\r\n")
-    while (call := lookup.next_call()) is not None:
-        lookup.run_inline(call)
+    assert lookup.run_until_blocking() is None
     assert lookup.reply_or_error().data == b"Happy and well\r\n"
 
 
@@ -212,7 +211,7 @@ def test_run_until_blocking_answers_here_until_a_backend_blocks(capfd) -> None:
 
 def test_run_until_blocking_hands_back_a_forward_and_fails_a_wrong_answer(capfd) -> None:
     """A forwarded query is one blocking call for the runner; a backend that answers bytes
-    has failed (logged), and the next one answers, as with next_call() and run_inline()."""
+    has failed (logged), and the next one answers, as with next_call() and a runner."""
     from chain_backends import Echo
 
     from fingerd.config import Options, ServerConfig
